@@ -1,0 +1,339 @@
+//! Statements that change table data or shape, translated to lake operations:
+//! `UPDATE`, `DELETE`, `MERGE INTO`, `TRUNCATE`, `ALTER TABLE … ADD COLUMN`.
+//!
+//! Each becomes exactly one Delta commit. Expressions are passed to Delta as SQL text over
+//! the table's columns (and, for MERGE, the user's aliases), so they mean what they say.
+
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::{Schema, SchemaRef};
+use datafusion::logical_expr::{DdlStatement, LogicalPlan};
+use datafusion::sql::parser::Statement as DFStatement;
+use datafusion::sql::sqlparser::ast::{
+    AlterTable, AlterTableOperation, Assignment, AssignmentTarget, Delete, Expr, FromTable, Merge,
+    MergeAction, MergeClauseKind, MergeInsertKind, ObjectName, TableFactor, TableWithJoins,
+    Truncate, Update,
+};
+use strata_lake::{MergeClause, TableName, WriteOptions};
+
+use crate::engine::{Session, StatementResult};
+use crate::{Error, Result};
+
+fn done(tag: impl Into<String>, rows: Option<u64>) -> Result<StatementResult> {
+    Ok(StatementResult::Done {
+        tag: tag.into(),
+        rows,
+    })
+}
+
+fn table_of(session: &Session, twj: &TableWithJoins, what: &str) -> Result<TableName> {
+    if !twj.joins.is_empty() {
+        return Err(Error::Unsupported(format!(
+            "{what} with JOIN is not supported; use MERGE INTO … USING (query) ON …"
+        )));
+    }
+    match &twj.relation {
+        TableFactor::Table {
+            name,
+            version: None,
+            ..
+        } => session.object_name(name),
+        other => Err(Error::Invalid(format!(
+            "{what} needs a table, not `{other}`"
+        ))),
+    }
+}
+
+fn column_name(name: &ObjectName) -> String {
+    name.0
+        .last()
+        .and_then(|p| p.as_ident())
+        .map(|i| {
+            if i.quote_style.is_some() {
+                i.value.clone()
+            } else {
+                i.value.to_ascii_lowercase()
+            }
+        })
+        .unwrap_or_else(|| name.to_string())
+}
+
+fn assignments(list: &[Assignment]) -> Result<Vec<(String, String)>> {
+    list.iter()
+        .map(|a| match &a.target {
+            AssignmentTarget::ColumnName(c) => Ok((column_name(c), a.value.to_string())),
+            AssignmentTarget::Tuple(_) => Err(Error::Unsupported(
+                "tuple assignments `(a, b) = (…)` are not supported; assign each column".into(),
+            )),
+        })
+        .collect()
+}
+
+async fn check_columns(session: &Session, t: &TableName, cols: &[&str]) -> Result<()> {
+    let info = session.lake().table_info(t).await?;
+    for c in cols {
+        if info.schema.field_with_name(c).is_err() {
+            let names: Vec<&str> = info
+                .schema
+                .fields()
+                .iter()
+                .map(|f| f.name().as_str())
+                .collect();
+            return Err(Error::Invalid(format!(
+                "column `{c}` does not exist in `{t}`; columns are: {}",
+                names.join(", ")
+            )));
+        }
+    }
+    Ok(())
+}
+
+pub(crate) async fn update(session: &Session, u: &Update) -> Result<StatementResult> {
+    if u.from.is_some() {
+        return Err(Error::Unsupported(
+            "UPDATE … FROM is not supported; use MERGE INTO target USING source ON … WHEN MATCHED THEN UPDATE SET …".into(),
+        ));
+    }
+    let t = table_of(session, &u.table, "UPDATE")?;
+    let set = assignments(&u.assignments)?;
+    let cols: Vec<&str> = set.iter().map(|(c, _)| c.as_str()).collect();
+    check_columns(session, &t, &cols).await?;
+    let predicate = u.selection.as_ref().map(Expr::to_string);
+    let n = session
+        .lake()
+        .update(&t, predicate.as_deref(), set, Some(session.session_state()))
+        .await?;
+    done(format!("UPDATE {n}"), Some(n))
+}
+
+pub(crate) async fn delete(session: &Session, d: &Delete) -> Result<StatementResult> {
+    if d.using.is_some() || !d.tables.is_empty() {
+        return Err(Error::Unsupported(
+            "DELETE … USING is not supported; use MERGE INTO … WHEN MATCHED THEN DELETE".into(),
+        ));
+    }
+    let from = match &d.from {
+        FromTable::WithFromKeyword(v) | FromTable::WithoutKeyword(v) => v,
+    };
+    let [twj] = from.as_slice() else {
+        return Err(Error::Invalid("DELETE takes exactly one table".into()));
+    };
+    let t = table_of(session, twj, "DELETE")?;
+    let predicate = d.selection.as_ref().map(Expr::to_string);
+    let n = session
+        .lake()
+        .delete(&t, predicate.as_deref(), Some(session.session_state()))
+        .await?;
+    done(format!("DELETE {n}"), Some(n))
+}
+
+pub(crate) async fn truncate(session: &Session, tr: &Truncate) -> Result<StatementResult> {
+    for target in &tr.table_names {
+        let t = session.object_name(&target.name)?;
+        if tr.if_exists && !session.lake().table_exists(&t).await? {
+            continue;
+        }
+        session.lake().delete(&t, None, None).await?;
+    }
+    done("TRUNCATE TABLE", None)
+}
+
+pub(crate) async fn merge(session: &Session, m: &Merge) -> Result<StatementResult> {
+    let (target, target_alias) = match &m.table {
+        TableFactor::Table {
+            name,
+            alias,
+            version: None,
+            ..
+        } => (
+            session.object_name(name)?,
+            alias
+                .as_ref()
+                .map(|a| a.name.value.clone())
+                .unwrap_or_else(|| column_name(name)),
+        ),
+        other => {
+            return Err(Error::Invalid(format!(
+                "MERGE INTO needs a table, not `{other}`"
+            )));
+        }
+    };
+    let (source_sql, source_alias) = match &m.source {
+        TableFactor::Table { name, alias, .. } => (
+            format!("SELECT * FROM {name}"),
+            alias
+                .as_ref()
+                .map(|a| a.name.value.clone())
+                .unwrap_or_else(|| column_name(name)),
+        ),
+        TableFactor::Derived {
+            subquery,
+            alias: Some(alias),
+            ..
+        } => (subquery.to_string(), alias.name.value.clone()),
+        TableFactor::Derived { alias: None, .. } => {
+            return Err(Error::Invalid(
+                "the MERGE source subquery needs an alias: USING (SELECT …) AS s".into(),
+            ));
+        }
+        other => {
+            return Err(Error::Invalid(format!(
+                "MERGE … USING takes a table or a subquery, not `{other}`"
+            )));
+        }
+    };
+    if source_alias == target_alias {
+        return Err(Error::Invalid(format!(
+            "source and target are both called `{target_alias}`; give one an alias (MERGE INTO t AS t USING s AS s …)"
+        )));
+    }
+    let source = session.context().sql(&source_sql).await?;
+    let target_columns: Vec<String> = session
+        .lake()
+        .table_info(&target)
+        .await?
+        .schema
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect();
+    let mut clauses = Vec::new();
+    for c in &m.clauses {
+        let predicate = c.predicate.as_ref().map(Expr::to_string);
+        let clause = match (&c.clause_kind, &c.action) {
+            (MergeClauseKind::Matched, MergeAction::Update(u)) => MergeClause::MatchedUpdate {
+                predicate,
+                set: assignments(&u.assignments)?,
+            },
+            (MergeClauseKind::Matched, MergeAction::Delete { .. }) => {
+                MergeClause::MatchedDelete { predicate }
+            }
+            (
+                MergeClauseKind::NotMatched | MergeClauseKind::NotMatchedByTarget,
+                MergeAction::Insert(i),
+            ) => {
+                let MergeInsertKind::Values(values) = &i.kind else {
+                    return Err(Error::Unsupported(
+                        "INSERT ROW is not supported; list the values: INSERT (a, b) VALUES (s.a, s.b)".into(),
+                    ));
+                };
+                let [row] = values.rows.as_slice() else {
+                    return Err(Error::Invalid(
+                        "WHEN NOT MATCHED THEN INSERT takes one row of values".into(),
+                    ));
+                };
+                let cols: Vec<String> = if i.columns.is_empty() {
+                    target_columns.clone()
+                } else {
+                    i.columns.iter().map(column_name).collect()
+                };
+                if cols.len() != row.len() {
+                    return Err(Error::Invalid(format!(
+                        "INSERT lists {} columns but {} values",
+                        cols.len(),
+                        row.len()
+                    )));
+                }
+                MergeClause::NotMatchedInsert {
+                    predicate,
+                    set: cols
+                        .into_iter()
+                        .zip(row.iter().map(Expr::to_string))
+                        .collect(),
+                }
+            }
+            (MergeClauseKind::NotMatchedBySource, MergeAction::Update(u)) => {
+                MergeClause::NotMatchedBySourceUpdate {
+                    predicate,
+                    set: assignments(&u.assignments)?,
+                }
+            }
+            (MergeClauseKind::NotMatchedBySource, MergeAction::Delete { .. }) => {
+                MergeClause::NotMatchedBySourceDelete { predicate }
+            }
+            (kind, action) => {
+                return Err(Error::Invalid(format!(
+                    "`WHEN {kind} THEN {action}` is not a valid MERGE clause"
+                )));
+            }
+        };
+        clauses.push(clause);
+    }
+    let out = session
+        .lake()
+        .merge(
+            &target,
+            source,
+            &source_alias,
+            &target_alias,
+            &m.on.to_string(),
+            clauses,
+            session.session_state(),
+            &WriteOptions::default(),
+        )
+        .await?;
+    let n = out.inserted + out.updated + out.deleted;
+    done(format!("MERGE {n}"), Some(n))
+}
+
+pub(crate) async fn alter_table(session: &Session, a: &AlterTable) -> Result<StatementResult> {
+    let t = session.object_name(&a.name)?;
+    if a.if_exists && !session.lake().table_exists(&t).await? {
+        return done("ALTER TABLE", None);
+    }
+    let info = session.lake().table_info(&t).await?;
+    let mut new_fields = Vec::new();
+    for op in &a.operations {
+        match op {
+            AlterTableOperation::AddColumn {
+                column_def,
+                if_not_exists,
+                ..
+            } => {
+                let name = column_def.name.value.clone();
+                if info.schema.field_with_name(&name).is_ok() {
+                    if *if_not_exists {
+                        continue;
+                    }
+                    return Err(Error::Invalid(format!(
+                        "column `{name}` already exists in `{t}`"
+                    )));
+                }
+                new_fields.push(arrow_field(session, &column_def.to_string()).await?);
+            }
+            other => {
+                return Err(Error::Unsupported(format!(
+                    "ALTER TABLE … {other} is not supported; supported: ADD COLUMN"
+                )));
+            }
+        }
+    }
+    if !new_fields.is_empty() {
+        let schema: SchemaRef = Arc::new(Schema::new(new_fields));
+        session.lake().add_columns(&t, &schema).await?;
+    }
+    done("ALTER TABLE", None)
+}
+
+/// The Arrow field DataFusion would create for a SQL column definition.
+async fn arrow_field(
+    session: &Session,
+    column_def: &str,
+) -> Result<datafusion::arrow::datatypes::Field> {
+    let sql = format!("CREATE TABLE strata_column_probe ({column_def})");
+    let mut stmts = session.parse(&sql)?;
+    let stmt: DFStatement = stmts.remove(0);
+    let plan = session.context().state().statement_to_plan(stmt).await?;
+    match plan {
+        LogicalPlan::Ddl(DdlStatement::CreateMemoryTable(c)) => Ok(c
+            .input
+            .schema()
+            .as_arrow()
+            .field(0)
+            .clone()
+            .with_nullable(true)),
+        _ => Err(Error::Invalid(format!(
+            "`{column_def}` is not a column definition"
+        ))),
+    }
+}

@@ -1,0 +1,538 @@
+//! [`Engine`] (one per process: memory pool, spill directory, catalog) and [`Session`] (one
+//! per user or connection: plans and runs statements).
+
+use std::num::NonZeroUsize;
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::{Schema, SchemaRef};
+use datafusion::catalog::MemorySchemaProvider;
+use datafusion::catalog::{CatalogProvider, MemoryCatalogProvider};
+use datafusion::common::{DataFusionError, TableReference};
+use datafusion::execution::SendableRecordBatchStream;
+use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
+use datafusion::execution::memory_pool::{FairSpillPool, TrackConsumersPool};
+use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
+use datafusion::execution::session_state::SessionStateBuilder;
+use datafusion::logical_expr::dml::InsertOp;
+use datafusion::logical_expr::{DdlStatement, DmlStatement, LogicalPlan, WriteOp};
+use datafusion::prelude::{SessionConfig, SessionContext};
+use datafusion::sql::parser::{DFParser, Statement as DFStatement};
+use datafusion::sql::sqlparser::ast::{self, Statement as SqlStatement};
+use strata_lake::{Lake, TableName, ViewDef, WriteMode, WriteOptions};
+use strata_project::EngineSettings;
+
+use crate::catalog::{CATALOG, LakeCatalog};
+use crate::dialect::StrataDialect;
+use crate::{DEFAULT_NAMESPACE, Error, Result, dml, time_travel};
+
+/// Catalog holding per-statement time-travel snapshots.
+pub(crate) const SNAPSHOT_CATALOG: &str = "strata_snapshots";
+
+/// The query engine of one process.
+#[derive(Clone, Debug)]
+pub struct Engine {
+    inner: Arc<EngineInner>,
+}
+
+#[derive(Debug)]
+pub(crate) struct EngineInner {
+    pub(crate) lake: Lake,
+    settings: EngineSettings,
+    runtime: Arc<RuntimeEnv>,
+    catalog: Arc<LakeCatalog>,
+}
+
+/// What a statement produced.
+pub enum StatementResult {
+    /// Rows, streamed.
+    Rows {
+        /// Their schema.
+        schema: SchemaRef,
+        /// The batches.
+        stream: SendableRecordBatchStream,
+    },
+    /// A command's completion: `CREATE TABLE`, `INSERT 0 42`…
+    Done {
+        /// What was done, in the style of a Postgres command tag.
+        tag: String,
+        /// Rows affected, where that means something.
+        rows: Option<u64>,
+    },
+}
+
+impl std::fmt::Debug for StatementResult {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StatementResult::Rows { schema, .. } => {
+                f.debug_struct("Rows").field("schema", schema).finish()
+            }
+            StatementResult::Done { tag, rows } => f
+                .debug_struct("Done")
+                .field("tag", tag)
+                .field("rows", rows)
+                .finish(),
+        }
+    }
+}
+
+impl Engine {
+    /// Builds the engine over `lake` with the project's engine settings.
+    pub async fn new(lake: Lake, settings: &EngineSettings) -> Result<Self> {
+        let mut rt = RuntimeEnvBuilder::new();
+        if let Some(limit) = settings.memory_limit {
+            let pool = TrackConsumersPool::new(
+                FairSpillPool::new(limit as usize),
+                NonZeroUsize::new(5).expect("5 is not zero"),
+            );
+            rt = rt.with_memory_pool(Arc::new(pool));
+        }
+        std::fs::create_dir_all(&settings.spill_dir).map_err(|e| {
+            Error::Invalid(format!(
+                "cannot create the spill directory {}: {e}",
+                settings.spill_dir.display()
+            ))
+        })?;
+        rt = rt.with_disk_manager_builder(DiskManagerBuilder::default().with_mode(
+            DiskManagerMode::Directories(vec![settings.spill_dir.clone()]),
+        ));
+        let runtime = rt.build_arc()?;
+        crate::provider::register_lake_store(&lake, &runtime)?;
+        let inner = Arc::new_cyclic(|weak| EngineInner {
+            catalog: Arc::new(LakeCatalog::new(lake.clone(), std::sync::Weak::clone(weak))),
+            lake,
+            settings: settings.clone(),
+            runtime,
+        });
+        inner.catalog.refresh().await?;
+        Ok(Self { inner })
+    }
+
+    /// The lake this engine reads and writes.
+    pub fn lake(&self) -> &Lake {
+        &self.inner.lake
+    }
+
+    /// Opens a session.
+    pub async fn session(&self) -> Result<Session> {
+        self.inner.catalog.refresh().await?;
+        Ok(Session {
+            ctx: self.inner.new_context(),
+            engine: Arc::clone(&self.inner),
+        })
+    }
+}
+
+impl EngineInner {
+    pub(crate) fn new_context(&self) -> SessionContext {
+        let config = SessionConfig::new()
+            .with_information_schema(true)
+            .with_target_partitions(self.settings.target_partitions)
+            .with_batch_size(self.settings.batch_size)
+            .with_default_catalog_and_schema(CATALOG, DEFAULT_NAMESPACE)
+            .with_create_default_catalog_and_schema(false)
+            .set_bool("datafusion.execution.parquet.schema_force_view_types", true)
+            // Hash-join IN-list pushdown can panic on dictionary-encoded keys (seen with Delta
+            // partition columns); hash lookups are as fast for our sizes.
+            .set_usize("datafusion.optimizer.hash_join_inlist_pushdown_max_size", 0)
+            .set_usize(
+                "datafusion.optimizer.hash_join_inlist_pushdown_max_distinct_values",
+                0,
+            );
+        let state = SessionStateBuilder::new()
+            .with_config(config)
+            .with_runtime_env(Arc::clone(&self.runtime))
+            .with_default_features()
+            // Delta's writers plan custom nodes (metrics observers) that need its planner.
+            .with_query_planner(deltalake::delta_datafusion::planner::DeltaPlanner::new())
+            .build();
+        let ctx = SessionContext::new_with_state(state).enable_url_table();
+        ctx.register_catalog(
+            CATALOG,
+            Arc::clone(&self.catalog) as Arc<dyn CatalogProvider>,
+        );
+        let snapshots = MemoryCatalogProvider::new();
+        snapshots
+            .register_schema("v", Arc::new(MemorySchemaProvider::new()))
+            .expect("a new memory catalog accepts schemas");
+        ctx.register_catalog(SNAPSHOT_CATALOG, Arc::new(snapshots));
+        ctx
+    }
+
+    /// Plans a stored view's query in a fresh context (views may reference other views).
+    pub(crate) async fn plan_view(&self, view: &ViewDef) -> Result<LogicalPlan, DataFusionError> {
+        let ctx = self.new_context();
+        let df = ctx.sql(&view.sql).await.map_err(|e| {
+            DataFusionError::Plan(format!(
+                "view `{}` no longer plans: {e}. Fix or drop it with `DROP VIEW {}`",
+                view.name, view.name
+            ))
+        })?;
+        Ok(df.into_unoptimized_plan())
+    }
+}
+
+/// A SQL session: one user's (or connection's) settings and statements.
+#[derive(Clone)]
+pub struct Session {
+    ctx: SessionContext,
+    engine: Arc<EngineInner>,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session").finish_non_exhaustive()
+    }
+}
+
+impl Session {
+    /// The DataFusion context (for embedding and tests).
+    pub fn context(&self) -> &SessionContext {
+        &self.ctx
+    }
+
+    /// The lake.
+    pub fn lake(&self) -> &Lake {
+        &self.engine.lake
+    }
+
+    /// Splits a script into statements.
+    pub fn parse(&self, sql: &str) -> Result<Vec<DFStatement>> {
+        let stmts = DFParser::parse_sql_with_dialect(sql, &StrataDialect::default())
+            .map_err(Error::from)?;
+        Ok(stmts.into_iter().collect())
+    }
+
+    /// Runs every statement of `sql` and returns the result of the last one, with the rows
+    /// of a final query collected. Convenient for scripts and tests.
+    pub async fn sql(&self, sql: &str) -> Result<Vec<datafusion::arrow::array::RecordBatch>> {
+        let mut last = Vec::new();
+        for stmt in self.parse(sql)? {
+            last = match self.execute(stmt).await? {
+                StatementResult::Rows { stream, .. } => {
+                    datafusion::physical_plan::common::collect(stream).await?
+                }
+                StatementResult::Done { .. } => Vec::new(),
+            };
+        }
+        Ok(last)
+    }
+
+    /// Executes one statement.
+    pub async fn execute(&self, stmt: DFStatement) -> Result<StatementResult> {
+        let mut stmt = stmt;
+        if let DFStatement::Statement(s) = &mut stmt {
+            match s.as_mut() {
+                SqlStatement::Update(u) => return dml::update(self, u).await,
+                SqlStatement::Delete(d) => return dml::delete(self, d).await,
+                SqlStatement::Merge(m) => return dml::merge(self, m).await,
+                SqlStatement::Truncate(t) => return dml::truncate(self, t).await,
+                SqlStatement::AlterTable(a) => return dml::alter_table(self, a).await,
+                _ => {}
+            }
+        }
+        if let DFStatement::CreateExternalTable(_) = &stmt {
+            return Err(Error::Unsupported(
+                "CREATE EXTERNAL TABLE is not supported; query files directly (`SELECT * FROM 'data/*.parquet'`) or load them with `CREATE TABLE raw.t AS SELECT * FROM 'file.csv'`".into(),
+            ));
+        }
+        let snapshots = time_travel::pin_versions(self, &mut stmt).await?;
+        let result = self.execute_planned(stmt).await;
+        snapshots.release(&self.ctx);
+        result
+    }
+
+    async fn execute_planned(&self, stmt: DFStatement) -> Result<StatementResult> {
+        let state = self.ctx.state();
+        let plan = match state.statement_to_plan(stmt).await {
+            Ok(p) => p,
+            Err(e) => return Err(self.explain_plan_error(e).await),
+        };
+        match plan {
+            LogicalPlan::Ddl(ddl) => self.ddl(ddl).await,
+            LogicalPlan::Dml(DmlStatement {
+                table_name,
+                op: WriteOp::Insert(op),
+                input,
+                ..
+            }) => {
+                let t = self.table_name(&table_name)?;
+                let mode = match op {
+                    InsertOp::Append => WriteMode::Append,
+                    InsertOp::Overwrite => WriteMode::Overwrite,
+                    InsertOp::Replace => {
+                        return Err(Error::Unsupported(
+                            "REPLACE INTO is not supported; use MERGE INTO".into(),
+                        ));
+                    }
+                };
+                let out = self
+                    .engine
+                    .lake
+                    .write_plan(
+                        &t,
+                        input.as_ref().clone(),
+                        self.session_state(),
+                        mode,
+                        &WriteOptions::default(),
+                    )
+                    .await?;
+                Ok(StatementResult::Done {
+                    tag: format!("INSERT 0 {}", out.rows),
+                    rows: Some(out.rows),
+                })
+            }
+            LogicalPlan::Dml(other) => Err(Error::Unsupported(format!(
+                "{} is not supported here",
+                other.op
+            ))),
+            plan => {
+                let df = self.ctx.execute_logical_plan(plan).await?;
+                let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
+                let stream = df.execute_stream().await?;
+                Ok(StatementResult::Rows { schema, stream })
+            }
+        }
+    }
+
+    /// Turns DataFusion's "table 'strata.ns.t' not found" into the lake's message, which
+    /// suggests the closest existing table.
+    async fn explain_plan_error(&self, e: DataFusionError) -> Error {
+        let msg = e.find_root().to_string();
+        if let Some(start) = msg.find("table '")
+            && let Some(rest) = msg.get(start + 7..)
+            && let Some(end) = rest.find("' not found")
+        {
+            let full = &rest[..end];
+            let path = full
+                .strip_prefix(&format!("{CATALOG}.{DEFAULT_NAMESPACE}."))
+                .unwrap_or(full);
+            let looks_like_file = path.contains('/')
+                || [
+                    ".csv", ".parquet", ".json", ".ndjson", ".tsv", ".avro", ".arrow",
+                ]
+                .iter()
+                .any(|ext| path.to_ascii_lowercase().contains(ext));
+            if looks_like_file {
+                return Error::Invalid(format!(
+                    "no file matches `{path}` (relative paths start at the current directory; globs like 'data/*.parquet' are allowed)"
+                ));
+            }
+            let parts: Vec<&str> = full.split('.').collect();
+            let r = match parts.as_slice() {
+                [t] => TableReference::bare(*t),
+                [s, t] => TableReference::partial(*s, *t),
+                [c, s, t] => TableReference::full(*c, *s, *t),
+                _ => return e.into(),
+            };
+            if let Ok(t) = self.table_name(&r) {
+                return self.engine.lake.not_found(&t).await.into();
+            }
+        }
+        e.into()
+    }
+
+    pub(crate) fn session_state(&self) -> Arc<dyn datafusion::catalog::Session> {
+        Arc::new(self.ctx.state())
+    }
+
+    /// Resolves a (possibly partial) SQL table reference to a lake table.
+    pub(crate) fn table_name(&self, r: &TableReference) -> Result<TableName> {
+        match r {
+            TableReference::Bare { table } => Ok(TableName::new(DEFAULT_NAMESPACE, table)?),
+            TableReference::Partial { schema, table } => Ok(TableName::new(schema, table)?),
+            TableReference::Full {
+                catalog,
+                schema,
+                table,
+            } => {
+                if catalog.as_ref() != CATALOG {
+                    return Err(Error::Invalid(format!(
+                        "catalog `{catalog}` is not writable; tables live in `{CATALOG}`"
+                    )));
+                }
+                Ok(TableName::new(schema, table)?)
+            }
+        }
+    }
+
+    /// Resolves an AST object name (`t`, `ns.t`, `strata.ns.t`).
+    pub(crate) fn object_name(&self, name: &ast::ObjectName) -> Result<TableName> {
+        let parts: Vec<String> = name
+            .0
+            .iter()
+            .map(|p| match p.as_ident() {
+                Some(i) if i.quote_style.is_some() => i.value.clone(),
+                Some(i) => i.value.to_ascii_lowercase(),
+                None => p.to_string(),
+            })
+            .collect();
+        let r = match parts.as_slice() {
+            [t] => TableReference::bare(t.as_str()),
+            [s, t] => TableReference::partial(s.as_str(), t.as_str()),
+            [c, s, t] => TableReference::full(c.as_str(), s.as_str(), t.as_str()),
+            _ => return Err(Error::Invalid(format!("`{name}` is not a table name"))),
+        };
+        self.table_name(&r)
+    }
+
+    async fn refresh(&self) -> Result<()> {
+        self.engine.catalog.refresh().await?;
+        Ok(())
+    }
+
+    async fn ddl(&self, ddl: DdlStatement) -> Result<StatementResult> {
+        let lake = &self.engine.lake;
+        let result = match ddl {
+            DdlStatement::CreateMemoryTable(c) => {
+                let t = self.table_name(&c.name)?;
+                if c.temporary {
+                    return Err(Error::Unsupported(
+                        "temporary tables are not supported; create a table in a scratch namespace and drop it".into(),
+                    ));
+                }
+                let exists = lake.table_exists(&t).await?;
+                if exists && c.if_not_exists {
+                    return Ok(StatementResult::Done {
+                        tag: "CREATE TABLE".into(),
+                        rows: None,
+                    });
+                }
+                if exists && !c.or_replace {
+                    return Err(strata_lake::Error::TableExists(t).into());
+                }
+                let is_ctas = !matches!(c.input.as_ref(), LogicalPlan::EmptyRelation(e) if !e.produce_one_row);
+                if is_ctas {
+                    let mode = if c.or_replace {
+                        WriteMode::Overwrite
+                    } else {
+                        WriteMode::Create
+                    };
+                    let opts = WriteOptions {
+                        // CREATE OR REPLACE may change the columns.
+                        ..Default::default()
+                    };
+                    if exists && c.or_replace {
+                        lake.drop_table(&t).await?;
+                    }
+                    let out = lake
+                        .write_plan(
+                            &t,
+                            c.input.as_ref().clone(),
+                            self.session_state(),
+                            mode,
+                            &opts,
+                        )
+                        .await?;
+                    StatementResult::Done {
+                        tag: format!("SELECT {}", out.rows),
+                        rows: Some(out.rows),
+                    }
+                } else {
+                    if exists && c.or_replace {
+                        lake.drop_table(&t).await?;
+                    }
+                    let schema: SchemaRef =
+                        Arc::new(Schema::new(c.input.schema().as_arrow().fields().clone()));
+                    lake.create_table(&t, &schema, &[], None, c.if_not_exists)
+                        .await?;
+                    StatementResult::Done {
+                        tag: "CREATE TABLE".into(),
+                        rows: None,
+                    }
+                }
+            }
+            DdlStatement::CreateView(v) => {
+                let t = self.table_name(&v.name)?;
+                if v.temporary {
+                    return Err(Error::Unsupported(
+                        "temporary views are not supported".into(),
+                    ));
+                }
+                let Some(definition) = v.definition else {
+                    return Err(Error::Invalid("CREATE VIEW without a query".into()));
+                };
+                let query = view_query_text(&definition);
+                crate::views::check_no_cycle(self, &t, &query).await?;
+                lake.put_view(&t, &query, v.or_replace).await?;
+                StatementResult::Done {
+                    tag: "CREATE VIEW".into(),
+                    rows: None,
+                }
+            }
+            DdlStatement::CreateCatalogSchema(s) => {
+                let name = s
+                    .schema_name
+                    .rsplit('.')
+                    .next()
+                    .unwrap_or(&s.schema_name)
+                    .to_string();
+                let exists = lake.namespaces().await?.contains(&name);
+                if exists && !s.if_not_exists {
+                    return Err(Error::Invalid(format!("schema `{name}` already exists")));
+                }
+                lake.create_namespace(&name).await?;
+                StatementResult::Done {
+                    tag: "CREATE SCHEMA".into(),
+                    rows: None,
+                }
+            }
+            DdlStatement::DropTable(d) => {
+                let t = self.table_name(&d.name)?;
+                if lake.view(&t).await?.is_some() {
+                    return Err(strata_lake::Error::IsAView(t, "use DROP VIEW").into());
+                }
+                if d.if_exists && !lake.table_exists(&t).await? {
+                    return Ok(StatementResult::Done {
+                        tag: "DROP TABLE".into(),
+                        rows: None,
+                    });
+                }
+                lake.drop_table(&t).await?;
+                StatementResult::Done {
+                    tag: "DROP TABLE".into(),
+                    rows: None,
+                }
+            }
+            DdlStatement::DropView(d) => {
+                let t = self.table_name(&d.name)?;
+                if !lake.drop_view(&t).await? && !d.if_exists {
+                    return Err(strata_lake::Error::ViewNotFound(t).into());
+                }
+                StatementResult::Done {
+                    tag: "DROP VIEW".into(),
+                    rows: None,
+                }
+            }
+            DdlStatement::DropCatalogSchema(d) => {
+                let name = d.name.schema_name().to_string();
+                let existed = lake.drop_namespace(&name, d.cascade).await?;
+                if !existed && !d.if_exists {
+                    return Err(Error::Invalid(format!("schema `{name}` does not exist")));
+                }
+                StatementResult::Done {
+                    tag: "DROP SCHEMA".into(),
+                    rows: None,
+                }
+            }
+            other => {
+                return Err(Error::Unsupported(format!(
+                    "{} is not supported",
+                    other.name()
+                )));
+            }
+        };
+        self.refresh().await?;
+        Ok(result)
+    }
+}
+
+/// `CREATE [OR REPLACE] VIEW v AS <query>` → `<query>`.
+fn view_query_text(definition: &str) -> String {
+    if let Ok(stmts) = DFParser::parse_sql_with_dialect(definition, &StrataDialect::default())
+        && let Some(DFStatement::Statement(s)) = stmts.front()
+        && let SqlStatement::CreateView(cv) = s.as_ref()
+    {
+        return cv.query.to_string();
+    }
+    definition.to_string()
+}

@@ -1,0 +1,104 @@
+use datafusion::common::DataFusionError;
+use strata_types::{Classify, ErrorClass};
+
+/// Errors raised while planning or running SQL.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// From the query engine: syntax, planning, execution.
+    #[error("{}", clean_datafusion_message(.0))]
+    DataFusion(Box<DataFusionError>),
+    /// From the lake.
+    #[error(transparent)]
+    Lake(Box<strata_lake::Error>),
+    /// A bad name.
+    #[error(transparent)]
+    Name(#[from] strata_types::NameError),
+    /// A statement Strata does not run, with what to do instead.
+    #[error("{0}")]
+    Unsupported(String),
+    /// A statement that cannot run as written.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl From<DataFusionError> for Error {
+    fn from(e: DataFusionError) -> Self {
+        Error::DataFusion(Box::new(e))
+    }
+}
+
+impl From<strata_lake::Error> for Error {
+    fn from(e: strata_lake::Error) -> Self {
+        Error::Lake(Box::new(e))
+    }
+}
+
+/// Removes DataFusion's layering noise ("Error during planning: ", "External error: ").
+fn clean_datafusion_message(e: &DataFusionError) -> String {
+    if let Some(lake) = find_lake_error(e) {
+        return lake.to_string();
+    }
+    if let DataFusionError::SQL(p, _) = e.find_root() {
+        use datafusion::sql::sqlparser::parser::ParserError;
+        return match p.as_ref() {
+            ParserError::ParserError(m) | ParserError::TokenizerError(m) => {
+                format!("SQL syntax error: {m}")
+            }
+            other => format!("SQL syntax error: {other}"),
+        };
+    }
+    let mut s = e.find_root().to_string();
+    for prefix in [
+        "External error: ",
+        "Error during planning: ",
+        "SQL error: ",
+        "Execution error: ",
+        "Arrow error: ",
+        "Schema error: ",
+    ] {
+        while let Some(rest) = s.strip_prefix(prefix) {
+            s = rest.to_string();
+        }
+    }
+    s
+}
+
+fn find_lake_error(e: &DataFusionError) -> Option<&strata_lake::Error> {
+    match e {
+        DataFusionError::External(inner) => inner.downcast_ref::<strata_lake::Error>(),
+        DataFusionError::Context(_, inner) => find_lake_error(inner),
+        DataFusionError::Shared(inner) => find_lake_error(inner),
+        _ => None,
+    }
+}
+
+impl Classify for Error {
+    fn class(&self) -> ErrorClass {
+        match self {
+            Error::DataFusion(e) => {
+                if let Some(l) = find_lake_error(e) {
+                    return l.class();
+                }
+                match e.find_root() {
+                    DataFusionError::Internal(_) => ErrorClass::Internal,
+                    DataFusionError::IoError(_) | DataFusionError::ObjectStore(_) => {
+                        ErrorClass::External
+                    }
+                    _ => ErrorClass::User,
+                }
+            }
+            Error::Lake(e) => e.class(),
+            Error::Name(_) | Error::Unsupported(_) | Error::Invalid(_) => ErrorClass::User,
+        }
+    }
+
+    fn retryable(&self) -> bool {
+        match self {
+            Error::Lake(e) => e.retryable(),
+            _ => false,
+        }
+    }
+}
+
+/// Result type of this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

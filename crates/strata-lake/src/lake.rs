@@ -1,0 +1,1048 @@
+//! The [`Lake`]: namespaces, tables and every write to them.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use deltalake::arrow::array::RecordBatch;
+use deltalake::arrow::datatypes::SchemaRef;
+use deltalake::datafusion::catalog::Session;
+use deltalake::datafusion::logical_expr::LogicalPlan;
+use deltalake::datafusion::prelude::DataFrame;
+use deltalake::kernel::engine::arrow_conversion::TryIntoKernel;
+use deltalake::kernel::transaction::CommitProperties;
+use deltalake::kernel::{StructField, Transaction};
+use deltalake::operations::write::SchemaMode;
+use deltalake::protocol::SaveMode;
+use deltalake::{DeltaTable, DeltaTableBuilder, DeltaTableError, ObjectStore, Path};
+use futures::{StreamExt, TryStreamExt};
+use object_store::ObjectStoreExt;
+use url::Url;
+
+use crate::{Error, Result, TableName};
+
+/// How a write treats the rows already in the table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteMode {
+    /// Add rows. Creates the table if it does not exist.
+    Append,
+    /// Replace all rows atomically. Creates the table if it does not exist.
+    Overwrite,
+    /// Create the table; fail if it exists.
+    Create,
+}
+
+/// Options of a write.
+#[derive(Debug, Clone, Default)]
+pub struct WriteOptions {
+    /// Partition columns, for a table created by this write.
+    pub partition_by: Vec<String>,
+    /// Add new columns and widen types instead of failing on a schema difference.
+    pub evolve_schema: bool,
+    /// An idempotency marker committed with the data (Delta `txn` action): a write whose
+    /// `(app_id, version)` is not newer than the table's recorded one is skipped.
+    pub transaction: Option<(String, i64)>,
+    /// Key/values stored in the commit's info (who, which command).
+    pub commit_metadata: HashMap<String, serde_json::Value>,
+    /// Description for a table created by this write.
+    pub description: Option<String>,
+}
+
+/// What a write did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WriteOutcome {
+    /// The table version the write created (or found, when skipped).
+    pub version: u64,
+    /// Rows written.
+    pub rows: u64,
+    /// True when the transaction marker showed the write was already committed.
+    pub skipped: bool,
+}
+
+/// One commit of a table's history.
+#[derive(Debug, Clone)]
+pub struct Commit {
+    /// The version it created.
+    pub version: u64,
+    /// When.
+    pub timestamp: Option<DateTime<Utc>>,
+    /// `WRITE`, `MERGE`, `DELETE`, `OPTIMIZE`…
+    pub operation: String,
+    /// Operation parameters (mode, predicate…).
+    pub parameters: serde_json::Value,
+    /// Operation metrics (rows, files).
+    pub metrics: serde_json::Value,
+}
+
+/// Size and shape of a table at its latest version.
+#[derive(Debug, Clone)]
+pub struct TableInfo {
+    /// The table.
+    pub name: TableName,
+    /// Latest version.
+    pub version: u64,
+    /// Rows, from file statistics.
+    pub rows: u64,
+    /// Bytes of live data files.
+    pub bytes: u64,
+    /// Live data files.
+    pub files: usize,
+    /// When the latest version was committed.
+    pub last_modified: Option<DateTime<Utc>>,
+    /// Partition columns.
+    pub partition_columns: Vec<String>,
+    /// Arrow schema.
+    pub schema: SchemaRef,
+    /// The table's description, if any.
+    pub description: Option<String>,
+}
+
+/// Result of [`Lake::optimize`].
+#[derive(Debug, Clone, Default)]
+pub struct OptimizeReport {
+    /// Files written.
+    pub files_added: u64,
+    /// Files compacted away.
+    pub files_removed: u64,
+}
+
+/// Result of [`Lake::vacuum`].
+#[derive(Debug, Clone, Default)]
+pub struct VacuumReport {
+    /// Files deleted (or that would be, in a dry run).
+    pub files: Vec<String>,
+    /// Whether nothing was deleted.
+    pub dry_run: bool,
+}
+
+/// A lake rooted at one URL.
+#[derive(Clone)]
+pub struct Lake {
+    root: Url,
+    options: HashMap<String, String>,
+    store: Arc<dyn ObjectStore>,
+}
+
+impl std::fmt::Debug for Lake {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lake")
+            .field("root", &self.root.as_str())
+            .finish()
+    }
+}
+
+/// The folder (not a valid namespace name) that holds Strata's own lake files.
+pub(crate) const INTERNAL_DIR: &str = "_strata";
+
+impl Lake {
+    /// Opens (and, on local disk, creates) the lake at `root`.
+    pub async fn open(root: &Url, options: HashMap<String, String>) -> Result<Self> {
+        crate::object_stores::register();
+        let mut root = root.clone();
+        if !root.path().ends_with('/') {
+            let p = format!("{}/", root.path());
+            root.set_path(&p);
+        }
+        if root.scheme() == "file" {
+            let path = root.to_file_path().map_err(|_| Error::Location {
+                url: root.to_string(),
+                message: "not a local path".into(),
+            })?;
+            std::fs::create_dir_all(&path).map_err(|e| Error::Location {
+                url: root.to_string(),
+                message: format!("cannot create the folder: {e}"),
+            })?;
+        }
+        let store = deltalake::logstore::store_for(
+            &root,
+            options.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+        )
+        .map_err(|e| Error::Location {
+            url: strata_types::redact_url_password(root.as_str()),
+            message: e.to_string(),
+        })?;
+        Ok(Self {
+            root,
+            options,
+            store,
+        })
+    }
+
+    /// The lake's root URL (ends with `/`).
+    pub fn root(&self) -> &Url {
+        &self.root
+    }
+
+    /// Object-store options the lake was opened with.
+    pub fn options(&self) -> &HashMap<String, String> {
+        &self.options
+    }
+
+    /// The object store rooted at the lake's root.
+    pub fn store(&self) -> Arc<dyn ObjectStore> {
+        Arc::clone(&self.store)
+    }
+
+    /// URL of a table's folder.
+    pub fn table_url(&self, t: &TableName) -> Url {
+        self.root
+            .join(&format!("{}/{}/", t.namespace, t.name))
+            .expect("validated identifiers are valid URL segments")
+    }
+
+    /// An unloaded handle for a table that may not exist yet (local folders are created).
+    async fn new_table_handle(&self, t: &TableName) -> Result<DeltaTable> {
+        let url = self.table_url(t);
+        if url.scheme() == "file"
+            && let Ok(path) = url.to_file_path()
+        {
+            std::fs::create_dir_all(&path).map_err(|e| Error::Location {
+                url: url.to_string(),
+                message: format!("cannot create the table folder: {e}"),
+            })?;
+        }
+        DeltaTable::try_from_url_with_storage_options(url, self.options.clone())
+            .await
+            .map_err(Error::delta(format!("preparing `{t}`")))
+    }
+
+    fn builder(&self, t: &TableName) -> Result<DeltaTableBuilder> {
+        Ok(DeltaTableBuilder::from_url(self.table_url(t))
+            .map_err(Error::delta(format!("table `{t}`")))?
+            .with_storage_options(self.options.clone()))
+    }
+
+    /// Namespaces that hold at least one table or view, or were created explicitly.
+    pub async fn namespaces(&self) -> Result<Vec<String>> {
+        let listing = self
+            .store
+            .list_with_delimiter(None)
+            .await
+            .map_err(Error::store("listing the lake"))?;
+        let mut out: BTreeSet<String> = listing
+            .common_prefixes
+            .iter()
+            .filter_map(|p| p.filename().map(str::to_string))
+            .filter(|n| strata_types::validate_identifier(n).is_ok())
+            .collect();
+        for v in self.list_views(None).await? {
+            out.insert(v.name.namespace.clone());
+        }
+        Ok(out.into_iter().collect())
+    }
+
+    /// Creates a namespace (a folder with a marker file). Idempotent.
+    pub async fn create_namespace(&self, ns: &str) -> Result<()> {
+        strata_types::validate_identifier(ns)?;
+        self.store
+            .put(&Path::from(format!("{ns}/.strata_namespace")), "".into())
+            .await
+            .map_err(Error::store(format!("creating namespace `{ns}`")))?;
+        Ok(())
+    }
+
+    /// Removes an empty namespace. Fails if it holds tables or views.
+    pub async fn drop_namespace(&self, ns: &str, cascade: bool) -> Result<bool> {
+        strata_types::validate_identifier(ns)?;
+        let tables = self.tables(Some(ns)).await?;
+        let views = self.list_views(Some(ns)).await?;
+        if !cascade && (!tables.is_empty() || !views.is_empty()) {
+            return Err(Error::Invalid(format!(
+                "namespace `{ns}` is not empty ({} tables, {} views); drop them first or use CASCADE",
+                tables.len(),
+                views.len()
+            )));
+        }
+        for t in &tables {
+            self.drop_table(t).await?;
+        }
+        for v in &views {
+            self.drop_view(&v.name).await?;
+        }
+        let existed = self.namespaces().await?.iter().any(|n| n == ns);
+        self.delete_prefix(&Path::from(ns)).await?;
+        Ok(existed)
+    }
+
+    /// Tables in one namespace, or in all.
+    pub async fn tables(&self, ns: Option<&str>) -> Result<Vec<TableName>> {
+        let namespaces = match ns {
+            Some(ns) => vec![ns.to_string()],
+            None => self.namespaces().await?,
+        };
+        let mut out = Vec::new();
+        for ns in namespaces {
+            let listing = self
+                .store
+                .list_with_delimiter(Some(&Path::from(ns.as_str())))
+                .await
+                .map_err(Error::store(format!("listing namespace `{ns}`")))?;
+            for p in listing.common_prefixes {
+                let Some(name) = p.filename() else { continue };
+                if strata_types::validate_identifier(name).is_err() {
+                    continue;
+                }
+                let t = TableName::new(&ns, name)?;
+                if self.table_exists(&t).await? {
+                    out.push(t);
+                }
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    /// Whether the table exists (has a Delta log).
+    pub async fn table_exists(&self, t: &TableName) -> Result<bool> {
+        let prefix = Path::from(format!("{}/{}/_delta_log", t.namespace, t.name));
+        let mut list = self.store.list(Some(&prefix));
+        while let Some(item) = list.next().await {
+            let meta = item.map_err(Error::store(format!("checking table `{t}`")))?;
+            let name = meta.location.filename().unwrap_or_default();
+            if name.ends_with(".json")
+                || name.ends_with(".checkpoint.parquet")
+                || name == "_last_checkpoint"
+            {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// The error for a missing table, with a "did you mean" hint from the lake's tables.
+    pub async fn not_found(&self, t: &TableName) -> Error {
+        let candidates: Vec<String> = self
+            .tables(None)
+            .await
+            .unwrap_or_default()
+            .into_iter()
+            .map(|t| t.to_string())
+            .collect();
+        let wanted = t.to_string();
+        let best = candidates
+            .iter()
+            .map(|c| (strsim_distance(&wanted, c), c))
+            .filter(|(d, _)| *d <= 3)
+            .min_by_key(|(d, _)| *d);
+        let hint = match best {
+            Some((_, c)) => format!("; did you mean `{c}`?"),
+            None if candidates.is_empty() => "; the lake holds no tables yet".to_string(),
+            None => "; `strata tables` lists the existing ones".to_string(),
+        };
+        Error::TableNotFound {
+            table: t.clone(),
+            hint,
+        }
+    }
+
+    /// Opens a table at its latest version.
+    pub async fn open_table(&self, t: &TableName) -> Result<DeltaTable> {
+        if !self.table_exists(t).await? {
+            return Err(self.not_found(t).await);
+        }
+        self.builder(t)?
+            .load()
+            .await
+            .map_err(Error::delta(format!("opening `{t}`")))
+    }
+
+    /// Opens a table as of a version (time travel).
+    pub async fn open_table_version(&self, t: &TableName, version: u64) -> Result<DeltaTable> {
+        let mut table = self.open_table(t).await?;
+        let latest = table.version().unwrap_or(0);
+        if version > latest {
+            return Err(Error::NoSuchVersion {
+                table: t.clone(),
+                what: version.to_string(),
+                oldest: 0,
+                latest,
+            });
+        }
+        table.load_version(version).await.map_err(|e| match e {
+            DeltaTableError::InvalidVersion(_) | DeltaTableError::NotATable(_) => {
+                Error::NoSuchVersion {
+                    table: t.clone(),
+                    what: version.to_string(),
+                    oldest: 0,
+                    latest,
+                }
+            }
+            e => Error::Delta {
+                context: format!("loading version {version} of `{t}`"),
+                source: Box::new(e),
+            },
+        })?;
+        Ok(table)
+    }
+
+    /// Opens a table as it was at `ts`: the latest version committed at or before it.
+    pub async fn open_table_at(&self, t: &TableName, ts: DateTime<Utc>) -> Result<DeltaTable> {
+        let history = self.history(t, None).await?;
+        let latest = history.first().map(|c| c.version).unwrap_or(0);
+        let version = history
+            .iter()
+            .filter(|c| c.timestamp.is_some_and(|c_ts| c_ts <= ts))
+            .map(|c| c.version)
+            .max();
+        match version {
+            Some(v) => self.open_table_version(t, v).await,
+            None => Err(Error::NoSuchVersion {
+                table: t.clone(),
+                what: format!("at or before {}", ts.to_rfc3339()),
+                oldest: history.last().map(|c| c.version).unwrap_or(0),
+                latest,
+            }),
+        }
+    }
+
+    /// Creates an empty table with `schema`.
+    pub async fn create_table(
+        &self,
+        t: &TableName,
+        schema: &SchemaRef,
+        partition_by: &[String],
+        description: Option<&str>,
+        if_not_exists: bool,
+    ) -> Result<DeltaTable> {
+        if self.view(t).await?.is_some() {
+            return Err(Error::IsAView(t.clone(), "drop the view first"));
+        }
+        if self.table_exists(t).await? {
+            if if_not_exists {
+                return self.open_table(t).await;
+            }
+            return Err(Error::TableExists(t.clone()));
+        }
+        check_partitions(t, schema, partition_by)?;
+        let fields: Vec<StructField> = schema
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().try_into_kernel())
+            .collect::<Result<_, _>>()
+            .map_err(|e| Error::SchemaMismatch {
+                table: t.clone(),
+                message: format!("a column type cannot be stored in Delta: {e}"),
+            })?;
+        let mut builder = self
+            .new_table_handle(t)
+            .await?
+            .create()
+            .with_table_name(&t.name)
+            .with_columns(fields)
+            .with_partition_columns(partition_by.to_vec())
+            .with_save_mode(SaveMode::ErrorIfExists);
+        if let Some(d) = description {
+            builder = builder.with_comment(d);
+        }
+        builder.await.map_err(|e| match e {
+            DeltaTableError::Generic(m) if m.contains("already exists") => {
+                Error::TableExists(t.clone())
+            }
+            e => Error::Delta {
+                context: format!("creating `{t}`"),
+                source: Box::new(e),
+            },
+        })
+    }
+
+    async fn table_for_write(&self, t: &TableName, mode: WriteMode) -> Result<DeltaTable> {
+        if self.view(t).await?.is_some() {
+            return Err(Error::IsAView(t.clone(), "views cannot be written to"));
+        }
+        let exists = self.table_exists(t).await?;
+        match (mode, exists) {
+            (WriteMode::Create, true) => Err(Error::TableExists(t.clone())),
+            (_, true) => self.open_table(t).await,
+            (_, false) => self.new_table_handle(t).await,
+        }
+    }
+
+    /// Writes in-memory batches.
+    pub async fn write_batches(
+        &self,
+        t: &TableName,
+        batches: Vec<RecordBatch>,
+        mode: WriteMode,
+        opts: &WriteOptions,
+    ) -> Result<WriteOutcome> {
+        let rows: u64 = batches.iter().map(|b| b.num_rows() as u64).sum();
+        let table = self.table_for_write(t, mode).await?;
+        if let Some(skip) = self.already_committed(&table, opts).await? {
+            return Ok(skip);
+        }
+        if let Some(first) = batches.first()
+            && table.version().is_none()
+        {
+            check_partitions(t, &first.schema(), &opts.partition_by)?;
+        }
+        let builder = table.write(batches);
+        let table = self.finish_write(t, builder, mode, opts).await?;
+        Ok(WriteOutcome {
+            version: table.version().unwrap_or(0),
+            rows,
+            skipped: false,
+        })
+    }
+
+    /// Writes the rows of a DataFusion plan, streamed (never collected in memory).
+    pub async fn write_plan(
+        &self,
+        t: &TableName,
+        plan: LogicalPlan,
+        session: Arc<dyn Session>,
+        mode: WriteMode,
+        opts: &WriteOptions,
+    ) -> Result<WriteOutcome> {
+        let table = self.table_for_write(t, mode).await?;
+        if let Some(skip) = self.already_committed(&table, opts).await? {
+            return Ok(skip);
+        }
+        if table.version().is_none() {
+            let schema: SchemaRef = Arc::new(plan.schema().as_arrow().clone());
+            check_partitions(t, &schema, &opts.partition_by)?;
+        }
+        let builder = table
+            .write(Vec::<RecordBatch>::new())
+            .with_input_plan(plan)
+            .with_session_state(session);
+        let table = self.finish_write(t, builder, mode, opts).await?;
+        let rows = last_commit_rows(&table, "num_added_rows").await;
+        Ok(WriteOutcome {
+            version: table.version().unwrap_or(0),
+            rows,
+            skipped: false,
+        })
+    }
+
+    async fn already_committed(
+        &self,
+        table: &DeltaTable,
+        opts: &WriteOptions,
+    ) -> Result<Option<WriteOutcome>> {
+        let (Some((app, version)), Ok(state)) = (&opts.transaction, table.snapshot()) else {
+            return Ok(None);
+        };
+        let recorded = state
+            .transaction_version(table.log_store().as_ref(), app)
+            .await
+            .map_err(Error::delta("reading the transaction marker"))?;
+        if recorded.is_some_and(|r| r >= *version) {
+            return Ok(Some(WriteOutcome {
+                version: table.version().unwrap_or(0),
+                rows: 0,
+                skipped: true,
+            }));
+        }
+        Ok(None)
+    }
+
+    async fn finish_write(
+        &self,
+        t: &TableName,
+        builder: deltalake::operations::write::WriteBuilder,
+        mode: WriteMode,
+        opts: &WriteOptions,
+    ) -> Result<DeltaTable> {
+        let mut builder = builder
+            .with_save_mode(match mode {
+                WriteMode::Append => SaveMode::Append,
+                WriteMode::Overwrite => SaveMode::Overwrite,
+                WriteMode::Create => SaveMode::ErrorIfExists,
+            })
+            .with_table_name(&t.name)
+            .with_commit_properties(commit_properties(opts));
+        if !opts.partition_by.is_empty() {
+            builder = builder.with_partition_columns(opts.partition_by.clone());
+        }
+        if opts.evolve_schema {
+            builder = builder.with_schema_mode(SchemaMode::Merge);
+        }
+        if let Some(d) = &opts.description {
+            builder = builder.with_description(d);
+        }
+        builder.await.map_err(|e| map_write_error(t, e))
+    }
+
+    /// Upserts: `predicate` joins `source` (alias `source_alias`) to the table (alias
+    /// `target_alias`); clause expressions use the same aliases.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn merge(
+        &self,
+        t: &TableName,
+        source: DataFrame,
+        source_alias: &str,
+        target_alias: &str,
+        predicate: &str,
+        clauses: Vec<MergeClause>,
+        session: Arc<dyn Session>,
+        opts: &WriteOptions,
+    ) -> Result<MergeOutcome> {
+        let table = self.open_table(t).await?;
+        if let Some(skip) = self.already_committed(&table, opts).await? {
+            return Ok(MergeOutcome {
+                version: skip.version,
+                ..Default::default()
+            });
+        }
+        let mut builder = table
+            .merge(source, predicate.to_string())
+            .with_source_alias(source_alias)
+            .with_target_alias(target_alias)
+            .with_session_state(session)
+            .with_merge_schema(opts.evolve_schema)
+            .with_commit_properties(commit_properties(opts));
+        let bad = |e: DeltaTableError| map_write_error(t, e);
+        for c in clauses {
+            builder = match c {
+                MergeClause::MatchedUpdate { predicate, set } => builder
+                    .when_matched_update(|mut u| {
+                        if let Some(p) = predicate {
+                            u = u.predicate(p);
+                        }
+                        for (col, expr) in set {
+                            u = u.update(col, expr);
+                        }
+                        u
+                    })
+                    .map_err(bad)?,
+                MergeClause::MatchedDelete { predicate } => builder
+                    .when_matched_delete(|mut d| {
+                        if let Some(p) = predicate {
+                            d = d.predicate(p);
+                        }
+                        d
+                    })
+                    .map_err(bad)?,
+                MergeClause::NotMatchedInsert { predicate, set } => builder
+                    .when_not_matched_insert(|mut i| {
+                        if let Some(p) = predicate {
+                            i = i.predicate(p);
+                        }
+                        for (col, expr) in set {
+                            i = i.set(col, expr);
+                        }
+                        i
+                    })
+                    .map_err(bad)?,
+                MergeClause::NotMatchedBySourceUpdate { predicate, set } => builder
+                    .when_not_matched_by_source_update(|mut u| {
+                        if let Some(p) = predicate {
+                            u = u.predicate(p);
+                        }
+                        for (col, expr) in set {
+                            u = u.update(col, expr);
+                        }
+                        u
+                    })
+                    .map_err(bad)?,
+                MergeClause::NotMatchedBySourceDelete { predicate } => builder
+                    .when_not_matched_by_source_delete(|mut d| {
+                        if let Some(p) = predicate {
+                            d = d.predicate(p);
+                        }
+                        d
+                    })
+                    .map_err(bad)?,
+            };
+        }
+        let (table, m) = builder.await.map_err(bad)?;
+        Ok(MergeOutcome {
+            version: table.version().unwrap_or(0),
+            inserted: m.num_target_rows_inserted as u64,
+            updated: m.num_target_rows_updated as u64,
+            deleted: m.num_target_rows_deleted as u64,
+        })
+    }
+
+    /// Deletes the rows matching `predicate` (SQL), or all rows.
+    pub async fn delete(
+        &self,
+        t: &TableName,
+        predicate: Option<&str>,
+        session: Option<Arc<dyn Session>>,
+    ) -> Result<u64> {
+        let table = self.open_table(t).await?;
+        let mut b = table.delete();
+        if let Some(p) = predicate {
+            b = b.with_predicate(p.to_string());
+        }
+        if let Some(s) = session {
+            b = b.with_session_state(s);
+        }
+        let (_, m) = b.await.map_err(|e| map_write_error(t, e))?;
+        Ok(m.num_deleted_rows.unwrap_or(0) as u64)
+    }
+
+    /// Sets columns to SQL expressions on the rows matching `predicate`.
+    pub async fn update(
+        &self,
+        t: &TableName,
+        predicate: Option<&str>,
+        set: Vec<(String, String)>,
+        session: Option<Arc<dyn Session>>,
+    ) -> Result<u64> {
+        let table = self.open_table(t).await?;
+        let mut b = table.update();
+        if let Some(p) = predicate {
+            b = b.with_predicate(p.to_string());
+        }
+        for (c, e) in set {
+            b = b.with_update(c, e);
+        }
+        if let Some(s) = session {
+            b = b.with_session_state(s);
+        }
+        let (_, m) = b.await.map_err(|e| map_write_error(t, e))?;
+        Ok(m.num_updated_rows as u64)
+    }
+
+    /// Adds nullable columns.
+    pub async fn add_columns(&self, t: &TableName, schema: &SchemaRef) -> Result<u64> {
+        let table = self.open_table(t).await?;
+        let existing: SchemaRef = table_arrow_schema(&table)?;
+        let mut fields = Vec::new();
+        for f in schema.fields() {
+            if existing.field_with_name(f.name()).is_ok() {
+                return Err(Error::SchemaMismatch {
+                    table: t.clone(),
+                    message: format!("column `{}` already exists", f.name()),
+                });
+            }
+            let f = f.as_ref().clone().with_nullable(true);
+            let kf: StructField = (&f).try_into_kernel().map_err(|e| Error::SchemaMismatch {
+                table: t.clone(),
+                message: format!("column `{}`: {e}", f.name()),
+            })?;
+            fields.push(kf);
+        }
+        let table = table
+            .add_columns()
+            .with_fields(fields)
+            .await
+            .map_err(|e| map_write_error(t, e))?;
+        Ok(table.version().unwrap_or(0))
+    }
+
+    /// Drops a table: deletes its folder.
+    pub async fn drop_table(&self, t: &TableName) -> Result<()> {
+        if !self.table_exists(t).await? {
+            return Err(self.not_found(t).await);
+        }
+        self.delete_prefix(&Path::from(format!("{}/{}", t.namespace, t.name)))
+            .await
+    }
+
+    pub(crate) async fn delete_prefix(&self, prefix: &Path) -> Result<()> {
+        let locations = self.store.list(Some(prefix)).map_ok(|m| m.location).boxed();
+        self.store
+            .delete_stream(locations)
+            .try_collect::<Vec<_>>()
+            .await
+            .map_err(Error::store(format!("deleting `{prefix}`")))?;
+        Ok(())
+    }
+
+    /// The table's commits, newest first.
+    pub async fn history(&self, t: &TableName, limit: Option<usize>) -> Result<Vec<Commit>> {
+        let table = self.open_table(t).await?;
+        let latest = table.version().unwrap_or(0);
+        let infos: Vec<_> = table
+            .history(limit)
+            .try_collect()
+            .await
+            .map_err(Error::delta(format!("reading the history of `{t}`")))?;
+        Ok(infos
+            .into_iter()
+            .enumerate()
+            .map(|(i, c)| Commit {
+                version: c
+                    .read_version
+                    .map(|v| v + 1)
+                    .unwrap_or(latest.saturating_sub(i as u64)),
+                timestamp: c.timestamp.and_then(DateTime::<Utc>::from_timestamp_millis),
+                operation: c.operation.clone().unwrap_or_default(),
+                parameters: serde_json::to_value(&c.operation_parameters).unwrap_or_default(),
+                metrics: c.info.get("operationMetrics").cloned().unwrap_or_default(),
+            })
+            .map(|mut c| {
+                // `read_version` is absent for the first commit and for blind appends; the
+                // position in the (newest-first) listing is authoritative then.
+                if c.version > latest {
+                    c.version = latest;
+                }
+                c
+            })
+            .collect())
+    }
+
+    /// Rows, bytes, files and schema of a table.
+    pub async fn table_info(&self, t: &TableName) -> Result<TableInfo> {
+        let table = self.open_table(t).await?;
+        info_of(t, &table)
+    }
+
+    /// Compacts small files into larger ones (one commit).
+    pub async fn optimize(&self, t: &TableName) -> Result<OptimizeReport> {
+        let table = self.open_table(t).await?;
+        let (_, m) = table.optimize().await.map_err(|e| map_write_error(t, e))?;
+        Ok(OptimizeReport {
+            files_added: m.num_files_added,
+            files_removed: m.num_files_removed,
+        })
+    }
+
+    /// Deletes data files no longer referenced by versions younger than `retention`.
+    ///
+    /// The table's `delta.deletedFileRetentionDuration` (7 days by default) is the minimum
+    /// unless `force` is set.
+    pub async fn vacuum(
+        &self,
+        t: &TableName,
+        retention: Option<Duration>,
+        dry_run: bool,
+        force: bool,
+    ) -> Result<VacuumReport> {
+        let table = self.open_table(t).await?;
+        let minimum = table
+            .snapshot()
+            .ok()
+            .and_then(|s| s.table_config().deleted_file_retention_duration)
+            .unwrap_or(Duration::from_secs(7 * 24 * 3600));
+        let retention = retention.unwrap_or(minimum);
+        if retention < minimum && !force {
+            return Err(Error::RetentionTooShort {
+                requested_hours: retention.as_secs() / 3600,
+                minimum_hours: minimum.as_secs() / 3600,
+            });
+        }
+        let (_, m) = table
+            .vacuum()
+            .with_retention_period(
+                chrono::Duration::from_std(retention)
+                    .map_err(|e| Error::Invalid(format!("retention: {e}")))?,
+            )
+            .with_enforce_retention_duration(!force)
+            .with_dry_run(dry_run)
+            .await
+            .map_err(|e| map_write_error(t, e))?;
+        Ok(VacuumReport {
+            files: m.files_deleted,
+            dry_run: m.dry_run,
+        })
+    }
+}
+
+/// What a MERGE did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MergeOutcome {
+    /// The version created.
+    pub version: u64,
+    /// Rows inserted.
+    pub inserted: u64,
+    /// Rows updated.
+    pub updated: u64,
+    /// Rows deleted.
+    pub deleted: u64,
+}
+
+/// One `WHEN … THEN …` clause of a MERGE. Expressions are SQL text over the aliases
+/// `source` and `target`.
+#[derive(Debug, Clone)]
+pub enum MergeClause {
+    /// `WHEN MATCHED [AND p] THEN UPDATE SET c = e, …`
+    MatchedUpdate {
+        /// Extra condition.
+        predicate: Option<String>,
+        /// Column assignments.
+        set: Vec<(String, String)>,
+    },
+    /// `WHEN MATCHED [AND p] THEN DELETE`
+    MatchedDelete {
+        /// Extra condition.
+        predicate: Option<String>,
+    },
+    /// `WHEN NOT MATCHED [AND p] THEN INSERT (c, …) VALUES (e, …)`
+    NotMatchedInsert {
+        /// Extra condition.
+        predicate: Option<String>,
+        /// Column values.
+        set: Vec<(String, String)>,
+    },
+    /// `WHEN NOT MATCHED BY SOURCE [AND p] THEN UPDATE SET …`
+    NotMatchedBySourceUpdate {
+        /// Extra condition.
+        predicate: Option<String>,
+        /// Column assignments.
+        set: Vec<(String, String)>,
+    },
+    /// `WHEN NOT MATCHED BY SOURCE [AND p] THEN DELETE`
+    NotMatchedBySourceDelete {
+        /// Extra condition.
+        predicate: Option<String>,
+    },
+}
+
+fn commit_properties(opts: &WriteOptions) -> CommitProperties {
+    let mut cp = CommitProperties::default().with_metadata(opts.commit_metadata.clone());
+    if let Some((app, version)) = &opts.transaction {
+        cp = cp.with_application_transaction(Transaction::new(app, *version));
+    }
+    cp
+}
+
+fn check_partitions(t: &TableName, schema: &SchemaRef, partition_by: &[String]) -> Result<()> {
+    for p in partition_by {
+        if schema.field_with_name(p).is_err() {
+            return Err(Error::SchemaMismatch {
+                table: t.clone(),
+                message: format!(
+                    "partition column `{p}` is not a column; columns are: {}",
+                    schema
+                        .fields()
+                        .iter()
+                        .map(|f| f.name().as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
+pub(crate) fn table_arrow_schema(table: &DeltaTable) -> Result<SchemaRef> {
+    use deltalake::delta_datafusion::DataFusionMixins;
+    let state = table
+        .snapshot()
+        .map_err(Error::delta("reading the table schema"))?;
+    Ok(state.snapshot().read_schema())
+}
+
+fn info_of(t: &TableName, table: &DeltaTable) -> Result<TableInfo> {
+    let state = table
+        .snapshot()
+        .map_err(Error::delta(format!("reading `{t}`")))?;
+    let mut rows = 0u64;
+    let mut bytes = 0u64;
+    let mut files = 0usize;
+    let mut last_file: Option<i64> = None;
+    for f in state.log_data().iter() {
+        rows += f.num_records().unwrap_or(0) as u64;
+        bytes += f.size().max(0) as u64;
+        files += 1;
+        last_file = last_file.max(Some(f.modification_time()));
+    }
+    let version = table.version().unwrap_or(0);
+    let last_modified = state
+        .version_timestamp(version)
+        .or(last_file)
+        .and_then(DateTime::<Utc>::from_timestamp_millis);
+    let meta = state.metadata();
+    Ok(TableInfo {
+        name: t.clone(),
+        version,
+        rows,
+        bytes,
+        files,
+        last_modified,
+        partition_columns: meta.partition_columns().to_vec(),
+        schema: table_arrow_schema(table)?,
+        description: meta.description().map(str::to_string),
+    })
+}
+
+async fn last_commit_rows(table: &DeltaTable, metric: &str) -> u64 {
+    let Ok(infos) = table.history(Some(1)).try_collect::<Vec<_>>().await else {
+        return 0;
+    };
+    infos
+        .first()
+        .and_then(|c| c.info.get("operationMetrics"))
+        .and_then(|m| m.get(metric))
+        .and_then(|v| {
+            v.as_u64()
+                .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+        })
+        .unwrap_or(0)
+}
+
+fn map_write_error(t: &TableName, e: DeltaTableError) -> Error {
+    match e {
+        DeltaTableError::SchemaMismatch { msg } => Error::SchemaMismatch {
+            table: t.clone(),
+            message: msg,
+        },
+        DeltaTableError::Transaction { source } => {
+            let message = source.to_string();
+            if message.contains("onflict") || message.contains("version") {
+                Error::Conflict {
+                    table: t.clone(),
+                    message,
+                }
+            } else {
+                Error::Delta {
+                    context: format!("committing to `{t}`"),
+                    source: Box::new(DeltaTableError::Transaction { source }),
+                }
+            }
+        }
+        e => {
+            let text = clean_message(&e.to_string());
+            if text.contains("Schema error")
+                || text.contains("Cast error")
+                || (text.contains("schema") && text.contains("mismatch"))
+            {
+                Error::SchemaMismatch {
+                    table: t.clone(),
+                    message: text,
+                }
+            } else {
+                Error::Delta {
+                    context: format!("writing `{t}`"),
+                    source: Box::new(e),
+                }
+            }
+        }
+    }
+}
+
+/// The innermost cause of a layered Delta/DataFusion message, without layer prefixes.
+fn clean_message(text: &str) -> String {
+    let last = text.rsplit("caused by").next().unwrap_or(text).trim();
+    let mut s = last.to_string();
+    loop {
+        let before = s.len();
+        for prefix in [
+            "Generic DeltaTable error: ",
+            "Arrow error: ",
+            "Execution error: ",
+            "External error: ",
+            "Error during planning: ",
+            "Schema error: ",
+        ] {
+            if let Some(rest) = s.strip_prefix(prefix) {
+                s = rest.to_string();
+            }
+        }
+        if s.len() == before {
+            return s;
+        }
+    }
+}
+
+/// Levenshtein distance, for "did you mean" hints.
+pub(crate) fn strsim_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            cur[j + 1] = (prev[j] + usize::from(ca != *cb))
+                .min(prev[j + 1] + 1)
+                .min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}

@@ -1,0 +1,396 @@
+//! `strata demo`: a ready project for a fictional e-commerce company, "Lumen Goods".
+//!
+//! Data is generated deterministically (same `--scale`, same rows, on every machine) and
+//! loaded into the `raw` namespace: customers, products, orders, order_items, payments.
+
+use std::sync::Arc;
+
+use anyhow::Result;
+use strata_engine::datafusion::arrow::array::{
+    ArrayRef, Date32Builder, Decimal128Builder, Int32Builder, Int64Builder, RecordBatch,
+    StringBuilder, TimestampMicrosecondBuilder,
+};
+use strata_engine::datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+
+/// SplitMix64: tiny, fast, and identical everywhere.
+pub(crate) struct Rng(u64);
+
+impl Rng {
+    pub(crate) fn new(seed: u64) -> Self {
+        Self(seed)
+    }
+    pub(crate) fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    /// Uniform in `0..n`.
+    pub(crate) fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n.max(1)
+    }
+    pub(crate) fn pick<'a, T>(&mut self, xs: &'a [T]) -> &'a T {
+        &xs[self.below(xs.len() as u64) as usize]
+    }
+}
+
+const FIRST: &[&str] = &[
+    "Ana", "Bruno", "Carla", "Diego", "Elena", "Felipe", "Gabriela", "Hugo", "Isabel", "João",
+    "Karin", "Lucas", "Marta", "Nuno", "Olivia", "Pedro", "Quinn", "Rita", "Sofia", "Tomás", "Uma",
+    "Victor", "Wen", "Ximena", "Yara", "Zoe",
+];
+const LAST: &[&str] = &[
+    "Silva", "Santos", "Oliveira", "Souza", "Lima", "Costa", "Pereira", "Almeida", "Nakamura",
+    "Schmidt", "Rossi", "García", "Dubois", "Kowalski", "Okafor", "Chen",
+];
+const COUNTRIES: &[(&str, &str)] = &[
+    ("BR", "south"),
+    ("AR", "south"),
+    ("CL", "south"),
+    ("US", "north"),
+    ("CA", "north"),
+    ("MX", "north"),
+    ("PT", "europe"),
+    ("DE", "europe"),
+    ("FR", "europe"),
+];
+const CATEGORIES: &[(&str, &[&str])] = &[
+    (
+        "Lamps",
+        &["Desk Lamp", "Floor Lamp", "Reading Light", "Pendant"],
+    ),
+    (
+        "Textiles",
+        &["Linen Throw", "Wool Rug", "Cushion", "Curtain"],
+    ),
+    (
+        "Kitchen",
+        &["Ceramic Mug", "Chef Knife", "Cutting Board", "Teapot"],
+    ),
+    (
+        "Office",
+        &[
+            "Notebook",
+            "Fountain Pen",
+            "Desk Organizer",
+            "Monitor Stand",
+        ],
+    ),
+    ("Garden", &["Planter", "Watering Can", "Seed Kit", "Pruner"]),
+];
+const ADJECTIVES: &[&str] = &["Classic", "Nordic", "Studio", "Mini", "Grand", "Eco", "Pro"];
+const STATUSES: &[&str] = &[
+    "completed",
+    "completed",
+    "completed",
+    "completed",
+    "shipped",
+    "cancelled",
+    "returned",
+];
+const METHODS: &[&str] = &["card", "card", "pix", "paypal", "bank_transfer"];
+
+/// The generated tables.
+pub(crate) struct DemoData {
+    pub(crate) tables: Vec<(&'static str, Vec<RecordBatch>)>,
+}
+
+impl DemoData {
+    pub(crate) fn rows(&self) -> u64 {
+        self.tables
+            .iter()
+            .flat_map(|(_, b)| b.iter())
+            .map(|b| b.num_rows() as u64)
+            .sum()
+    }
+}
+
+fn money() -> DataType {
+    DataType::Decimal128(12, 2)
+}
+
+/// Days since 1970-01-01 of 2024-01-01; orders span two years from there.
+const START_DAY: i32 = 19_723;
+const SPAN_DAYS: u64 = 730;
+const BATCH: usize = 65_536;
+
+/// Generates the demo data for `orders` orders.
+pub(crate) fn generate(orders: u64) -> Result<DemoData> {
+    let customers = (orders / 5).max(50);
+    let mut rng = Rng::new(0x05EE_D0F5_7A7A);
+    let mut tables = Vec::new();
+
+    // customers
+    let schema: SchemaRef = Arc::new(Schema::new(vec![
+        Field::new("customer_id", DataType::Int64, false),
+        Field::new("name", DataType::Utf8, false),
+        Field::new("email", DataType::Utf8, false),
+        Field::new("country", DataType::Utf8, false),
+        Field::new("region", DataType::Utf8, false),
+        Field::new("signup_date", DataType::Date32, false),
+    ]));
+    let mut batches = Vec::new();
+    let mut signup = Vec::with_capacity(customers as usize);
+    let mut id = 1i64;
+    while id <= customers as i64 {
+        let n = BATCH.min((customers as i64 - id + 1) as usize);
+        let (mut c_id, mut name, mut email, mut country, mut region, mut date) = (
+            Int64Builder::with_capacity(n),
+            StringBuilder::new(),
+            StringBuilder::new(),
+            StringBuilder::new(),
+            StringBuilder::new(),
+            Date32Builder::with_capacity(n),
+        );
+        for _ in 0..n {
+            let f = rng.pick(FIRST);
+            let l = rng.pick(LAST);
+            let (ctry, reg) = *rng.pick(COUNTRIES);
+            let d = START_DAY - 365 + rng.below(SPAN_DAYS) as i32;
+            c_id.append_value(id);
+            name.append_value(format!("{f} {l}"));
+            email.append_value(format!(
+                "{}.{}{}@example.com",
+                ascii_lower(f),
+                ascii_lower(l),
+                id
+            ));
+            country.append_value(ctry);
+            region.append_value(reg);
+            date.append_value(d);
+            signup.push(d);
+            id += 1;
+        }
+        let cols: Vec<ArrayRef> = vec![
+            Arc::new(c_id.finish()),
+            Arc::new(name.finish()),
+            Arc::new(email.finish()),
+            Arc::new(country.finish()),
+            Arc::new(region.finish()),
+            Arc::new(date.finish()),
+        ];
+        batches.push(RecordBatch::try_new(Arc::clone(&schema), cols)?);
+    }
+    tables.push(("customers", batches));
+
+    // products
+    let schema: SchemaRef = Arc::new(Schema::new(vec![
+        Field::new("product_id", DataType::Int64, false),
+        Field::new("name", DataType::Utf8, false),
+        Field::new("category", DataType::Utf8, false),
+        Field::new("price", money(), false),
+    ]));
+    let (mut p_id, mut p_name, mut p_cat, mut p_price) = (
+        Int64Builder::new(),
+        StringBuilder::new(),
+        StringBuilder::new(),
+        Decimal128Builder::new().with_data_type(money()),
+    );
+    let mut prices = Vec::new();
+    let mut pid = 1i64;
+    for (cat, items) in CATEGORIES {
+        for item in *items {
+            for adj in ADJECTIVES {
+                let cents = 499 + rng.below(24_500) as i128;
+                p_id.append_value(pid);
+                p_name.append_value(format!("{adj} {item}"));
+                p_cat.append_value(*cat);
+                p_price.append_value(cents);
+                prices.push(cents);
+                pid += 1;
+            }
+        }
+    }
+    let cols: Vec<ArrayRef> = vec![
+        Arc::new(p_id.finish()),
+        Arc::new(p_name.finish()),
+        Arc::new(p_cat.finish()),
+        Arc::new(p_price.finish()),
+    ];
+    tables.push(("products", vec![RecordBatch::try_new(schema, cols)?]));
+    let products = prices.len() as u64;
+
+    // orders, order_items, payments
+    let o_schema: SchemaRef = Arc::new(Schema::new(vec![
+        Field::new("order_id", DataType::Int64, false),
+        Field::new("customer_id", DataType::Int64, false),
+        Field::new(
+            "ordered_at",
+            DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+            false,
+        ),
+        Field::new("status", DataType::Utf8, false),
+    ]));
+    let i_schema: SchemaRef = Arc::new(Schema::new(vec![
+        Field::new("order_id", DataType::Int64, false),
+        Field::new("line_no", DataType::Int32, false),
+        Field::new("product_id", DataType::Int64, false),
+        Field::new("quantity", DataType::Int32, false),
+        Field::new("unit_price", money(), false),
+    ]));
+    let p_schema: SchemaRef = Arc::new(Schema::new(vec![
+        Field::new("payment_id", DataType::Int64, false),
+        Field::new("order_id", DataType::Int64, false),
+        Field::new("method", DataType::Utf8, false),
+        Field::new("amount", money(), false),
+        Field::new(
+            "paid_at",
+            DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+            true,
+        ),
+    ]));
+    let (mut ob, mut ib, mut pb) = (Vec::new(), Vec::new(), Vec::new());
+    let mut order_id = 1i64;
+    let mut payment_id = 1i64;
+    while order_id <= orders as i64 {
+        let n = BATCH.min((orders as i64 - order_id + 1) as usize);
+        let (mut o_id, mut o_cust, mut o_ts, mut o_status) = (
+            Int64Builder::with_capacity(n),
+            Int64Builder::with_capacity(n),
+            TimestampMicrosecondBuilder::with_capacity(n).with_timezone("UTC"),
+            StringBuilder::new(),
+        );
+        let (mut i_order, mut i_line, mut i_prod, mut i_qty, mut i_price) = (
+            Int64Builder::new(),
+            Int32Builder::new(),
+            Int64Builder::new(),
+            Int32Builder::new(),
+            Decimal128Builder::new().with_data_type(money()),
+        );
+        let (mut pay_id, mut pay_order, mut pay_method, mut pay_amount, mut pay_ts) = (
+            Int64Builder::new(),
+            Int64Builder::new(),
+            StringBuilder::new(),
+            Decimal128Builder::new().with_data_type(money()),
+            TimestampMicrosecondBuilder::new().with_timezone("UTC"),
+        );
+        for _ in 0..n {
+            let cust = 1 + rng.below(customers) as i64;
+            let earliest = signup[(cust - 1) as usize].max(START_DAY);
+            let day = earliest
+                + rng.below((START_DAY + SPAN_DAYS as i32 - earliest).max(1) as u64) as i32;
+            let micros = (day as i64 * 86_400 + rng.below(86_400) as i64) * 1_000_000;
+            let status = *rng.pick(STATUSES);
+            o_id.append_value(order_id);
+            o_cust.append_value(cust);
+            o_ts.append_value(micros);
+            o_status.append_value(status);
+            let lines = 1 + rng.below(4) as i32;
+            let mut total: i128 = 0;
+            for line in 1..=lines {
+                // A few products sell much more than others.
+                let p = if rng.below(3) == 0 {
+                    rng.below(10)
+                } else {
+                    rng.below(products)
+                };
+                let qty = 1 + rng.below(3) as i32;
+                let price = prices[p as usize];
+                i_order.append_value(order_id);
+                i_line.append_value(line);
+                i_prod.append_value(p as i64 + 1);
+                i_qty.append_value(qty);
+                i_price.append_value(price);
+                total += price * qty as i128;
+            }
+            if status != "cancelled" {
+                pay_id.append_value(payment_id);
+                pay_order.append_value(order_id);
+                pay_method.append_value(*rng.pick(METHODS));
+                pay_amount.append_value(total);
+                pay_ts.append_value(micros + rng.below(3_600) as i64 * 1_000_000);
+                payment_id += 1;
+            }
+            order_id += 1;
+        }
+        ob.push(RecordBatch::try_new(
+            Arc::clone(&o_schema),
+            vec![
+                Arc::new(o_id.finish()),
+                Arc::new(o_cust.finish()),
+                Arc::new(o_ts.finish()),
+                Arc::new(o_status.finish()),
+            ],
+        )?);
+        ib.push(RecordBatch::try_new(
+            Arc::clone(&i_schema),
+            vec![
+                Arc::new(i_order.finish()),
+                Arc::new(i_line.finish()),
+                Arc::new(i_prod.finish()),
+                Arc::new(i_qty.finish()),
+                Arc::new(i_price.finish()),
+            ],
+        )?);
+        pb.push(RecordBatch::try_new(
+            Arc::clone(&p_schema),
+            vec![
+                Arc::new(pay_id.finish()),
+                Arc::new(pay_order.finish()),
+                Arc::new(pay_method.finish()),
+                Arc::new(pay_amount.finish()),
+                Arc::new(pay_ts.finish()),
+            ],
+        )?);
+    }
+    tables.push(("orders", ob));
+    tables.push(("order_items", ib));
+    tables.push(("payments", pb));
+    Ok(DemoData { tables })
+}
+
+fn ascii_lower(s: &str) -> String {
+    s.chars()
+        .map(|c| match c {
+            'á' | 'ã' | 'à' => 'a',
+            'é' | 'ê' => 'e',
+            'í' => 'i',
+            'ó' | 'õ' => 'o',
+            'ú' => 'u',
+            'ç' => 'c',
+            c => c.to_ascii_lowercase(),
+        })
+        .collect()
+}
+
+/// The report printed at the end of the demo: (title, SQL).
+pub(crate) const REPORT: &[(&str, &str)] = &[
+    (
+        "Revenue by month (last 12 months, completed and shipped orders)",
+        "SELECT date_trunc('month', o.ordered_at)::date AS month,
+                count(DISTINCT o.order_id) AS orders,
+                sum(i.quantity * i.unit_price) AS revenue
+         FROM raw.orders o JOIN raw.order_items i ON i.order_id = o.order_id
+         WHERE o.status IN ('completed', 'shipped')
+         GROUP BY 1 ORDER BY 1 DESC LIMIT 12",
+    ),
+    (
+        "Top 5 products by revenue",
+        "SELECT p.name, p.category, sum(i.quantity) AS units,
+                sum(i.quantity * i.unit_price) AS revenue
+         FROM raw.order_items i
+         JOIN raw.orders o ON o.order_id = i.order_id
+         JOIN raw.products p ON p.product_id = i.product_id
+         WHERE o.status IN ('completed', 'shipped')
+         GROUP BY p.name, p.category ORDER BY revenue DESC LIMIT 5",
+    ),
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generation_is_deterministic() {
+        let a = generate(1_000).unwrap();
+        let b = generate(1_000).unwrap();
+        assert_eq!(a.rows(), b.rows());
+        for ((na, ba), (nb, bb)) in a.tables.iter().zip(&b.tables) {
+            assert_eq!(na, nb);
+            assert_eq!(ba, bb);
+        }
+        let orders = &a.tables.iter().find(|(n, _)| *n == "orders").unwrap().1;
+        assert_eq!(orders.iter().map(|b| b.num_rows()).sum::<usize>(), 1_000);
+    }
+}

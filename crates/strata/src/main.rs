@@ -1,0 +1,764 @@
+//! `strata`: the command-line front of the whole platform.
+
+mod demo;
+mod output;
+mod shell;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use strata_engine::{Engine, Session, StatementResult};
+use strata_lake::{Lake, TableName, WriteMode, WriteOptions};
+use strata_meta::{MetaStore, NewRun, RunFilter, RunOutcome};
+use strata_project::{InitOptions, Project};
+use strata_types::{Classify, ErrorClass};
+
+use crate::output::{Format, human_bytes};
+
+const AFTER_HELP: &str = "\
+Examples:
+  strata init shop && cd shop                  create a project
+  strata sql \"create table raw.t as select 1 as x\"
+  strata sql \"select * from raw.t\" --format csv
+  strata sql \"select * from 'data/*.parquet' limit 10\"   query files in place
+  strata tables                                  what the lake holds
+  strata describe raw.t                          schema, partitioning, history
+  strata demo                                    a ready e-commerce project
+
+Exit codes:
+  0 success · 1 user error (bad input, SQL, configuration) · 3 external failure
+  (storage, database, network) · 4 internal error · 130 interrupted (nothing committed)";
+
+/// The modern data stack in one binary: load, store, model, serve and govern data.
+#[derive(Debug, Parser)]
+#[command(name = "strata", version, after_help = AFTER_HELP, propagate_version = true)]
+struct Cli {
+    /// Project directory (default: found by walking up from the current directory).
+    #[arg(long, global = true, env = "STRATA_PROJECT")]
+    project: Option<PathBuf>,
+    /// Environment from `strata.yml`'s `environments:` block (e.g. dev, prod).
+    #[arg(long = "env", global = true, env = "STRATA_ENV")]
+    environment: Option<String>,
+    /// Print only results and errors.
+    #[arg(long, short, global = true)]
+    quiet: bool,
+    /// Machine-readable JSON output where a command prints a report.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create a project: strata.yml, sources/, models/, .gitignore, README.
+    #[command(after_help = "Example:\n  strata init shop --name shop")]
+    Init {
+        /// Directory to create (default: the current directory).
+        dir: Option<PathBuf>,
+        /// Project name (default: the directory's name).
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Run SQL: queries, DDL, INSERT/UPDATE/DELETE/MERGE, time travel.
+    #[command(after_help = "\
+Examples:
+  strata sql \"select count(*) from raw.orders\"
+  strata sql \"select * from raw.orders version as of 3\"           time travel
+  strata sql \"select * from raw.orders timestamp as of '2026-01-01'\"
+  strata sql \"create table marts.daily as select ...\"
+  strata sql \"merge into raw.t using staging.t s on t.id = s.id when matched then update set v = s.v when not matched then insert (id, v) values (s.id, s.v)\"
+  strata sql \"select * from raw.orders\" --format parquet --output orders.parquet
+  echo \"select 1\" | strata sql -")]
+    Sql {
+        /// The SQL (several statements separated by `;`), or `-` to read standard input.
+        query: String,
+        /// Output format.
+        #[arg(long, short, value_enum, default_value_t = Format::Table)]
+        format: Format,
+        /// Write results to this file instead of standard output.
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+        /// Rows shown by the table format.
+        #[arg(long, default_value_t = 1000)]
+        max_rows: usize,
+    },
+    /// Interactive SQL with history and multi-line statements (end with `;`).
+    Shell,
+    /// List namespaces and tables with rows, size and last change.
+    Tables {
+        /// Only this namespace.
+        namespace: Option<String>,
+    },
+    /// Show a table's schema, partitioning and history.
+    Describe {
+        /// `namespace.table`.
+        table: String,
+        /// History entries shown.
+        #[arg(long, default_value_t = 10)]
+        history: usize,
+    },
+    /// Compact a table's small files into larger ones.
+    Optimize {
+        /// `namespace.table`, or none for every table.
+        table: Option<String>,
+    },
+    /// Delete data files no longer needed by the retained history.
+    #[command(after_help = "\
+Files younger than the retention (the table's delta.deletedFileRetentionDuration, 7 days by
+default) are kept so that time travel and running readers keep working.
+
+Examples:
+  strata vacuum raw.orders --dry-run
+  strata vacuum raw.orders --retain-hours 24 --force")]
+    Vacuum {
+        /// `namespace.table`.
+        table: String,
+        /// Keep files needed by versions younger than this.
+        #[arg(long)]
+        retain_hours: Option<u64>,
+        /// List what would be deleted, delete nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Allow a retention shorter than the table's minimum.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Recent command runs recorded in the metadata store.
+    Runs {
+        /// How many.
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+    },
+    /// Create and load a ready e-commerce project, then print a short report.
+    #[command(after_help = "Examples:\n  strata demo\n  strata demo /tmp/shop --scale 1000000")]
+    Demo {
+        /// Where to create the project.
+        #[arg(default_value = "strata-demo")]
+        dir: PathBuf,
+        /// Number of orders to generate (customers = orders / 5).
+        #[arg(long, default_value_t = 10_000)]
+        scale: u64,
+    },
+}
+
+fn main() {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("STRATA_LOG").unwrap_or_else(|_| {
+                tracing_subscriber::EnvFilter::new("warn,deltalake=error,buoyant_kernel=off")
+            }),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("the async runtime starts");
+    let redactor = strata_types::Redactor::new();
+    let outcome = runtime.block_on(async {
+        tokio::select! {
+            r = run(cli, redactor.clone()) => Some(r),
+            _ = tokio::signal::ctrl_c() => None,
+        }
+    });
+    let code = match outcome {
+        Some(Ok(())) => 0,
+        Some(Err(e)) => {
+            let class = classify(&e);
+            let mut msg = render_error(&e);
+            if class == ErrorClass::Internal {
+                msg.push_str(
+                    "\n(this is a bug in Strata; please report it with the command that caused it)",
+                );
+            }
+            eprintln!("error: {}", redactor.redact(&msg));
+            class.exit_code()
+        }
+        None => {
+            eprintln!(
+                "interrupted: the command stopped before committing; every table is as it was"
+            );
+            strata_types::EXIT_INTERRUPTED
+        }
+    };
+    // Do not wait for background tasks of an interrupted command.
+    runtime.shutdown_timeout(Duration::from_millis(200));
+    std::process::exit(code);
+}
+
+/// The message of an error: context added at the edge, then the typed error's own message
+/// (which already says everything its sources would repeat).
+fn render_error(e: &anyhow::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for cause in e.chain() {
+        let s = cause.to_string();
+        if !parts.last().is_some_and(|p| p.contains(&s)) {
+            parts.push(s);
+        }
+        let typed = cause.is::<strata_engine::Error>()
+            || cause.is::<strata_lake::Error>()
+            || cause.is::<strata_project::Error>()
+            || cause.is::<strata_meta::Error>();
+        if typed {
+            break;
+        }
+    }
+    parts.join(": ")
+}
+
+fn classify(e: &anyhow::Error) -> ErrorClass {
+    for cause in e.chain() {
+        if let Some(x) = cause.downcast_ref::<strata_engine::Error>() {
+            return x.class();
+        }
+        if let Some(x) = cause.downcast_ref::<strata_lake::Error>() {
+            return x.class();
+        }
+        if let Some(x) = cause.downcast_ref::<strata_project::Error>() {
+            return x.class();
+        }
+        if let Some(x) = cause.downcast_ref::<strata_meta::Error>() {
+            return x.class();
+        }
+        if cause.downcast_ref::<std::io::Error>().is_some() {
+            return ErrorClass::External;
+        }
+    }
+    ErrorClass::User
+}
+
+/// Everything a command needs once the project is loaded.
+struct Ctx {
+    project: Project,
+    engine: Engine,
+    meta: Option<MetaStore>,
+    quiet: bool,
+    json: bool,
+}
+
+impl Ctx {
+    async fn load(cli: &Cli, redactor: &strata_types::Redactor) -> Result<Self> {
+        let env = cli.environment.as_deref();
+        let project = match &cli.project {
+            Some(dir) => Project::load(dir, env)?,
+            None => Project::discover(&std::env::current_dir()?, env)?,
+        };
+        // Secrets resolved while loading must be hidden from every message from now on.
+        let probe = project.redactor.clone();
+        for secret in [
+            project.settings.metadata.url.clone(),
+            project.settings.lake.url.to_string(),
+        ] {
+            if probe.redact(&secret) != secret {
+                redactor.add(secret);
+            }
+        }
+        for v in project.settings.lake.options.values() {
+            if probe.redact(v) != *v {
+                redactor.add(v.clone());
+            }
+        }
+        Self::open(project, cli.quiet, cli.json).await
+    }
+
+    async fn open(project: Project, quiet: bool, json: bool) -> Result<Self> {
+        let lake = Lake::open(
+            &project.settings.lake.url,
+            project.settings.lake.options.clone().into_iter().collect(),
+        )
+        .await?;
+        let engine = Engine::new(lake, &project.settings.engine).await?;
+        let meta = match MetaStore::connect(&project.settings.metadata.url).await {
+            Ok(m) => Some(m),
+            Err(e) => {
+                tracing::warn!(error = %e, "Metadata store unavailable; this run is not recorded.");
+                None
+            }
+        };
+        Ok(Self {
+            project,
+            engine,
+            meta,
+            quiet,
+            json,
+        })
+    }
+
+    /// Runs `f`, recording the run (who, what, when, rows, outcome) in the metadata store.
+    async fn recorded<F, Fut>(&self, command: &str, args: &str, f: F) -> Result<()>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<Option<i64>>>,
+    {
+        let run = match &self.meta {
+            Some(m) => m
+                .start_run(NewRun {
+                    command: command.to_string(),
+                    args: self.project.redactor.redact(args),
+                    principal: whoami(),
+                    environment: self.project.settings.environment.clone(),
+                })
+                .await
+                .ok(),
+            None => None,
+        };
+        let result = f().await;
+        if let (Some(m), Some(id)) = (&self.meta, run) {
+            let outcome = match &result {
+                Ok(rows) => RunOutcome::success(*rows),
+                Err(e) => RunOutcome::failed(self.project.redactor.redact(&render_error(e))),
+            };
+            if let Err(e) = m.finish_run(&id, outcome).await {
+                tracing::warn!(error = %e, "Could not record the end of the run.");
+            }
+        }
+        result.map(|_| ())
+    }
+}
+
+fn whoami() -> String {
+    std::env::var("USER")
+        .or_else(|_| std::env::var("USERNAME"))
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+async fn run(cli: Cli, redactor: strata_types::Redactor) -> Result<()> {
+    match &cli.command {
+        Command::Init { dir, name } => {
+            let dir = dir.clone().unwrap_or_else(|| PathBuf::from("."));
+            let written = strata_project::init_project(&dir, &InitOptions { name: name.clone() })?;
+            if !cli.quiet {
+                println!("Created a Strata project in {}", dir.display());
+                for w in written {
+                    println!("  {}", w.strip_prefix(&dir).unwrap_or(&w).display());
+                }
+                println!(
+                    "\nNext:\n  cd {}\n  strata sql \"create table raw.hello as select 1 as x\"\n  strata tables",
+                    dir.display()
+                );
+            }
+            Ok(())
+        }
+        Command::Demo { dir, scale } => run_demo(&cli, dir, *scale).await,
+        Command::Sql {
+            query,
+            format,
+            output,
+            max_rows,
+        } => {
+            let ctx = Ctx::load(&cli, &redactor).await?;
+            let sql = if query == "-" {
+                let mut s = String::new();
+                std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)?;
+                s
+            } else {
+                query.clone()
+            };
+            let session = ctx.engine.session().await?;
+            ctx.recorded("sql", &sql, || async {
+                let rows = run_sql(
+                    &session,
+                    &sql,
+                    *format,
+                    output.as_deref(),
+                    *max_rows,
+                    ctx.quiet,
+                )
+                .await?;
+                Ok(Some(rows as i64))
+            })
+            .await
+        }
+        Command::Shell => {
+            let ctx = Ctx::load(&cli, &redactor).await?;
+            let session = ctx.engine.session().await?;
+            shell::run(&session, &ctx.project.state_dir().join("history")).await
+        }
+        Command::Tables { namespace } => {
+            let ctx = Ctx::load(&cli, &redactor).await?;
+            list_tables(&ctx, namespace.as_deref()).await
+        }
+        Command::Describe { table, history } => {
+            let ctx = Ctx::load(&cli, &redactor).await?;
+            describe(&ctx, table, *history).await
+        }
+        Command::Optimize { table } => {
+            let ctx = Ctx::load(&cli, &redactor).await?;
+            let lake = ctx.engine.lake().clone();
+            let tables = match table {
+                Some(t) => vec![parse_table(t)?],
+                None => lake.tables(None).await?,
+            };
+            ctx.recorded("optimize", &format!("{tables:?}"), || async {
+                for t in &tables {
+                    let r = lake.optimize(t).await?;
+                    if !ctx.quiet {
+                        println!(
+                            "{t}: {} small files compacted into {}",
+                            r.files_removed, r.files_added
+                        );
+                    }
+                }
+                Ok(None)
+            })
+            .await
+        }
+        Command::Vacuum {
+            table,
+            retain_hours,
+            dry_run,
+            force,
+        } => {
+            let ctx = Ctx::load(&cli, &redactor).await?;
+            let t = parse_table(table)?;
+            let lake = ctx.engine.lake().clone();
+            ctx.recorded("vacuum", table, || async {
+                let r = lake
+                    .vacuum(
+                        &t,
+                        retain_hours.map(|h| Duration::from_secs(h * 3600)),
+                        *dry_run,
+                        *force,
+                    )
+                    .await?;
+                if ctx.json {
+                    println!(
+                        "{}",
+                        serde_json::json!({"table": t.to_string(), "dry_run": r.dry_run, "files": r.files})
+                    );
+                } else if !ctx.quiet {
+                    let verb = if r.dry_run { "would delete" } else { "deleted" };
+                    println!("{t}: {verb} {} files", r.files.len());
+                    for f in &r.files {
+                        println!("  {f}");
+                    }
+                }
+                Ok(Some(r.files.len() as i64))
+            })
+            .await
+        }
+        Command::Runs { limit } => {
+            let ctx = Ctx::load(&cli, &redactor).await?;
+            let Some(meta) = &ctx.meta else {
+                bail!(
+                    "the metadata store at {} is unavailable",
+                    ctx.project.settings.metadata.url
+                );
+            };
+            let runs = meta.runs(RunFilter::new().limit(*limit)).await?;
+            let mut table = comfy_table::Table::new();
+            table
+                .load_preset(comfy_table::presets::UTF8_FULL_CONDENSED)
+                .set_header([
+                    "started", "command", "status", "rows", "duration", "user", "args",
+                ]);
+            for r in runs {
+                let args: String = r.args.chars().take(60).collect();
+                table.add_row([
+                    r.started_at.format("%Y-%m-%d %H:%M:%S").to_string(),
+                    r.command,
+                    r.status.to_string(),
+                    r.rows.map(|n| n.to_string()).unwrap_or_default(),
+                    r.duration_ms.map(|d| format!("{d} ms")).unwrap_or_default(),
+                    r.principal,
+                    args,
+                ]);
+            }
+            println!("{table}");
+            Ok(())
+        }
+    }
+}
+
+fn parse_table(s: &str) -> Result<TableName> {
+    TableName::parse_with_default(&s.to_ascii_lowercase(), strata_engine::DEFAULT_NAMESPACE)
+        .map_err(Into::into)
+}
+
+/// Runs each statement of `sql`, printing results; returns rows output or affected.
+async fn run_sql(
+    session: &Session,
+    sql: &str,
+    format: Format,
+    output: Option<&Path>,
+    max_rows: usize,
+    quiet: bool,
+) -> Result<u64> {
+    let stmts = session.parse(sql)?;
+    if stmts.is_empty() {
+        bail!("no SQL statement given");
+    }
+    let mut total = 0;
+    for stmt in stmts {
+        let started = Instant::now();
+        match session.execute(stmt).await? {
+            StatementResult::Rows { schema, stream } => {
+                total += output::write_rows(schema, stream, format, output, max_rows).await?;
+            }
+            StatementResult::Done { tag, rows } => {
+                total += rows.unwrap_or(0);
+                if !quiet {
+                    eprintln!("{tag} ({:.2?})", started.elapsed());
+                }
+            }
+        }
+    }
+    Ok(total)
+}
+
+async fn list_tables(ctx: &Ctx, ns: Option<&str>) -> Result<()> {
+    let lake = ctx.engine.lake();
+    let tables = lake.tables(ns).await?;
+    let mut infos = Vec::new();
+    for t in &tables {
+        infos.push(lake.table_info(t).await?);
+    }
+    let views = lake.list_views(ns).await?;
+    if ctx.json {
+        let rows: Vec<_> = infos
+            .iter()
+            .map(|i| {
+                serde_json::json!({
+                    "table": i.name.to_string(), "kind": "table", "rows": i.rows, "bytes": i.bytes,
+                    "files": i.files, "version": i.version,
+                    "last_modified": i.last_modified.map(|t| t.to_rfc3339()),
+                })
+            })
+            .chain(views.iter().map(|v| {
+                serde_json::json!({"table": v.name.to_string(), "kind": "view",
+                    "last_modified": v.created_at.to_rfc3339()})
+            }))
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(());
+    }
+    if infos.is_empty() && views.is_empty() {
+        println!(
+            "The lake at {} holds no tables yet. Create one with\n  strata sql \"create table raw.t as select 1 as x\"",
+            lake.root()
+        );
+        return Ok(());
+    }
+    let mut table = comfy_table::Table::new();
+    table
+        .load_preset(comfy_table::presets::UTF8_FULL_CONDENSED)
+        .set_header([
+            "namespace",
+            "table",
+            "kind",
+            "rows",
+            "size",
+            "files",
+            "version",
+            "last modified",
+        ]);
+    for i in &infos {
+        table.add_row([
+            i.name.namespace.clone(),
+            i.name.name.clone(),
+            "table".into(),
+            i.rows.to_string(),
+            human_bytes(i.bytes),
+            i.files.to_string(),
+            i.version.to_string(),
+            i.last_modified
+                .map(|t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string())
+                .unwrap_or_default(),
+        ]);
+    }
+    for v in &views {
+        table.add_row([
+            v.name.namespace.clone(),
+            v.name.name.clone(),
+            "view".into(),
+            String::new(),
+            String::new(),
+            String::new(),
+            String::new(),
+            v.created_at.format("%Y-%m-%d %H:%M:%S UTC").to_string(),
+        ]);
+    }
+    for c in 3..=6 {
+        if let Some(col) = table.column_mut(c) {
+            col.set_cell_alignment(comfy_table::CellAlignment::Right);
+        }
+    }
+    println!("{table}");
+    Ok(())
+}
+
+async fn describe(ctx: &Ctx, name: &str, history: usize) -> Result<()> {
+    let t = parse_table(name)?;
+    let lake = ctx.engine.lake();
+    if let Some(v) = lake.view(&t).await? {
+        println!("View {t}\n\n{}", v.sql);
+        return Ok(());
+    }
+    let info = lake.table_info(&t).await?;
+    let commits = lake.history(&t, Some(history)).await?;
+    if ctx.json {
+        let cols: Vec<_> = info
+            .schema
+            .fields()
+            .iter()
+            .map(|f| serde_json::json!({"name": f.name(), "type": f.data_type().to_string(), "nullable": f.is_nullable()}))
+            .collect();
+        let hist: Vec<_> = commits
+            .iter()
+            .map(|c| serde_json::json!({"version": c.version, "timestamp": c.timestamp.map(|t| t.to_rfc3339()), "operation": c.operation, "parameters": c.parameters, "metrics": c.metrics}))
+            .collect();
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "table": t.to_string(), "location": lake.table_url(&t).to_string(),
+                "version": info.version, "rows": info.rows, "bytes": info.bytes, "files": info.files,
+                "partition_columns": info.partition_columns, "columns": cols, "history": hist,
+            }))?
+        );
+        return Ok(());
+    }
+    println!(
+        "Table {t}  (Delta, version {}, {} rows, {}, {} files)",
+        info.version,
+        info.rows,
+        human_bytes(info.bytes),
+        info.files
+    );
+    println!("Location: {}", lake.table_url(&t));
+    if let Some(d) = &info.description {
+        println!("Description: {d}");
+    }
+    println!(
+        "Partitioned by: {}",
+        if info.partition_columns.is_empty() {
+            "(not partitioned)".to_string()
+        } else {
+            info.partition_columns.join(", ")
+        }
+    );
+    let mut cols = comfy_table::Table::new();
+    cols.load_preset(comfy_table::presets::UTF8_FULL_CONDENSED)
+        .set_header(["column", "type", "nullable"]);
+    for f in info.schema.fields() {
+        cols.add_row([
+            f.name().clone(),
+            f.data_type().to_string(),
+            if f.is_nullable() { "yes" } else { "no" }.to_string(),
+        ]);
+    }
+    println!("\n{cols}");
+    let mut hist = comfy_table::Table::new();
+    hist.load_preset(comfy_table::presets::UTF8_FULL_CONDENSED)
+        .set_header(["version", "timestamp", "operation", "details"]);
+    for c in commits {
+        let details = c
+            .metrics
+            .as_object()
+            .map(|m| {
+                m.iter()
+                    .filter(|(k, _)| k.starts_with("num_") || k.starts_with("num"))
+                    .take(4)
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+            .unwrap_or_default();
+        hist.add_row([
+            c.version.to_string(),
+            c.timestamp
+                .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+                .unwrap_or_default(),
+            c.operation,
+            details,
+        ]);
+    }
+    println!("\nHistory (newest first):\n{hist}");
+    Ok(())
+}
+
+async fn run_demo(cli: &Cli, dir: &Path, scale: u64) -> Result<()> {
+    use indicatif::{ProgressBar, ProgressStyle};
+    if scale == 0 {
+        bail!("--scale must be at least 1 order");
+    }
+    if !dir.join(strata_project::PROJECT_FILE).exists() {
+        strata_project::init_project(
+            dir,
+            &InitOptions {
+                name: Some("lumen_goods".into()),
+            },
+        )?;
+    }
+    let project = Project::load(dir, cli.environment.as_deref())
+        .with_context(|| format!("loading the demo project in {}", dir.display()))?;
+    let ctx = Ctx::open(project, cli.quiet, cli.json).await?;
+    let started = Instant::now();
+    if !ctx.quiet {
+        println!(
+            "Lumen Goods demo: {scale} orders into {}",
+            ctx.project.root.display()
+        );
+    }
+    let data = demo::generate(scale)?;
+    let pb = if ctx.quiet {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(data.rows())
+    };
+    pb.set_style(
+        ProgressStyle::with_template(
+            "  {msg:<18} [{bar:30}] {human_pos}/{human_len} rows ({per_sec})",
+        )
+        .expect("valid template")
+        .progress_chars("=> "),
+    );
+    let lake = ctx.engine.lake().clone();
+    ctx.recorded("demo", &format!("--scale {scale}"), || async {
+        for (name, batches) in data.tables {
+            pb.set_message(format!("raw.{name}"));
+            let rows: u64 = batches.iter().map(|b| b.num_rows() as u64).sum();
+            let t = TableName::new("raw", name)?;
+            lake.write_batches(&t, batches, WriteMode::Overwrite, &WriteOptions::default())
+                .await?;
+            pb.inc(rows);
+        }
+        pb.finish_and_clear();
+        Ok(Some(pb.position() as i64))
+    })
+    .await?;
+    if !ctx.quiet {
+        println!(
+            "Loaded {} rows into raw.customers, raw.products, raw.orders, raw.order_items, raw.payments in {:.1?}\n",
+            pb.position(),
+            started.elapsed()
+        );
+    }
+    let session = ctx.engine.session().await?;
+    for (title, sql) in demo::REPORT {
+        let batches = session.sql(sql).await?;
+        if ctx.json {
+            let mut w = strata_engine::datafusion::arrow::json::ArrayWriter::new(Vec::new());
+            for b in &batches {
+                w.write(b)?;
+            }
+            w.finish()?;
+            println!("{}", String::from_utf8_lossy(&w.into_inner()));
+        } else if let Some(first) = batches.first() {
+            println!(
+                "{title}\n{}\n",
+                output::render_table(&first.schema(), &batches)?
+            );
+        }
+    }
+    if !ctx.quiet {
+        println!(
+            "Try it yourself:\n  cd {}\n  strata tables\n  strata sql \"select status, count(*) from raw.orders group by status\"\n  strata shell",
+            dir.display()
+        );
+    }
+    Ok(())
+}

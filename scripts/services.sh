@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Makes sure the services the integration tests talk to are installed and running on
+# loopback. Safe to run repeatedly; used by scripts/test.sh.
+set -euo pipefail
+
+apt_updated=0
+apt_install() {
+  if [ "$apt_updated" = 0 ]; then
+    apt-get update -qq >/dev/null || true
+    apt_updated=1
+  fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+
+wait_for() { # name, command
+  for _ in $(seq 1 60); do
+    if eval "$2" >/dev/null 2>&1; then return 0; fi
+    sleep 0.5
+  done
+  echo "services: $1 did not come up" >&2
+  return 1
+}
+
+# PostgreSQL (metadata store tests): 127.0.0.1:5432, trust auth, database `test`.
+if ! command -v pg_ctlcluster >/dev/null 2>&1; then
+  echo "services: installing PostgreSQL"
+  apt_install postgresql postgresql-client
+fi
+if ! pg_isready -q -h 127.0.0.1 -p 5432; then
+  echo "services: starting PostgreSQL"
+  if [ -z "$(ls /etc/postgresql 2>/dev/null)" ]; then
+    pg_createcluster 15 main >/dev/null
+  fi
+  pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -n1)" main start || true
+  wait_for PostgreSQL "pg_isready -q -h 127.0.0.1 -p 5432"
+fi
+if ! psql -h 127.0.0.1 -U postgres -d test -c 'select 1' >/dev/null 2>&1; then
+  # A fresh cluster: allow trust auth on loopback and create the test database.
+  hba=$(su postgres -c "psql -tAc 'show hba_file'" 2>/dev/null || true)
+  if [ -n "$hba" ] && ! grep -q '^host all all 127.0.0.1/32 trust' "$hba"; then
+    sed -i '1i host all all 127.0.0.1/32 trust\nhost all all ::1/128 trust' "$hba"
+    su postgres -c "psql -tAc 'select pg_reload_conf()'" >/dev/null
+  fi
+  su postgres -c "createdb test" 2>/dev/null || true
+fi
