@@ -138,6 +138,15 @@ impl EngineInner {
                 "datafusion.optimizer.hash_join_inlist_pushdown_max_distinct_values",
                 0,
             );
+        let config = match self.settings.memory_limit {
+            // Each sorting partition reserves memory for its final merge up front (10 MB by
+            // default); with a small limit that reservation alone would exhaust the pool.
+            Some(limit) => config.set_usize(
+                "datafusion.execution.sort_spill_reservation_bytes",
+                (limit as usize / (self.settings.target_partitions * 8)).clamp(256 << 10, 10 << 20),
+            ),
+            None => config,
+        };
         let state = SessionStateBuilder::new()
             .with_config(config)
             .with_runtime_env(Arc::clone(&self.runtime))
@@ -401,19 +410,20 @@ impl Session {
                     return Err(strata_lake::Error::TableExists(t).into());
                 }
                 let is_ctas = !matches!(c.input.as_ref(), LogicalPlan::EmptyRelation(e) if !e.produce_one_row);
+                // CREATE OR REPLACE swaps rows and columns in one commit: readers (and a
+                // crash at any instant) see the old table or the new one, never neither.
+                let (mode, opts) = if exists {
+                    (
+                        WriteMode::Overwrite,
+                        WriteOptions {
+                            replace_schema: true,
+                            ..Default::default()
+                        },
+                    )
+                } else {
+                    (WriteMode::Create, WriteOptions::default())
+                };
                 if is_ctas {
-                    let mode = if c.or_replace {
-                        WriteMode::Overwrite
-                    } else {
-                        WriteMode::Create
-                    };
-                    let opts = WriteOptions {
-                        // CREATE OR REPLACE may change the columns.
-                        ..Default::default()
-                    };
-                    if exists && c.or_replace {
-                        lake.drop_table(&t).await?;
-                    }
                     let out = lake
                         .write_plan(
                             &t,
@@ -428,13 +438,20 @@ impl Session {
                         rows: Some(out.rows),
                     }
                 } else {
-                    if exists && c.or_replace {
-                        lake.drop_table(&t).await?;
-                    }
                     let schema: SchemaRef =
                         Arc::new(Schema::new(c.input.schema().as_arrow().fields().clone()));
-                    lake.create_table(&t, &schema, &[], None, c.if_not_exists)
+                    if exists {
+                        lake.write_batches(
+                            &t,
+                            vec![datafusion::arrow::array::RecordBatch::new_empty(schema)],
+                            mode,
+                            &opts,
+                        )
                         .await?;
+                    } else {
+                        lake.create_table(&t, &schema, &[], None, c.if_not_exists)
+                            .await?;
+                    }
                     StatementResult::Done {
                         tag: "CREATE TABLE".into(),
                         rows: None,

@@ -47,6 +47,12 @@ fn clean_datafusion_message(e: &DataFusionError) -> String {
             other => format!("SQL syntax error: {other}"),
         };
     }
+    if let DataFusionError::ResourcesExhausted(m) = e.find_root() {
+        let first = m.lines().last().unwrap_or(m).trim_start_matches("Error: ");
+        return format!(
+            "the query needs more memory than `engine.memory_limit` allows ({first}); raise the limit in strata.yml or narrow the query"
+        );
+    }
     let mut s = e.find_root().to_string();
     for prefix in [
         "External error: ",

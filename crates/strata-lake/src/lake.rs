@@ -11,7 +11,7 @@ use deltalake::datafusion::catalog::Session;
 use deltalake::datafusion::logical_expr::LogicalPlan;
 use deltalake::datafusion::prelude::DataFrame;
 use deltalake::kernel::engine::arrow_conversion::TryIntoKernel;
-use deltalake::kernel::transaction::CommitProperties;
+use deltalake::kernel::transaction::{CommitProperties, TransactionError};
 use deltalake::kernel::{StructField, Transaction};
 use deltalake::operations::write::SchemaMode;
 use deltalake::protocol::SaveMode;
@@ -38,8 +38,16 @@ pub enum WriteMode {
 pub struct WriteOptions {
     /// Partition columns, for a table created by this write.
     pub partition_by: Vec<String>,
-    /// Add new columns and widen types instead of failing on a schema difference.
+    /// Add the data's new columns to the table (older rows read NULL) and accept data that
+    /// lacks some of the table's columns (written as NULL) instead of failing.
+    ///
+    /// Column types never change: deltalake 1.1 cannot widen a column (no `typeWidening`),
+    /// so with or without this option values are cast to the column's type, and a value
+    /// that does not fit (an Int64 beyond an Int32 column's range) fails the whole write.
     pub evolve_schema: bool,
+    /// With [`WriteMode::Overwrite`]: replace the table's columns (and partitioning) with
+    /// those of the new data, in the same atomic commit (`CREATE OR REPLACE TABLE`).
+    pub replace_schema: bool,
     /// An idempotency marker committed with the data (Delta `txn` action): a write whose
     /// `(app_id, version)` is not newer than the table's recorded one is skipped.
     pub transaction: Option<(String, i64)>,
@@ -132,8 +140,20 @@ impl std::fmt::Debug for Lake {
     }
 }
 
-/// The folder (not a valid namespace name) that holds Strata's own lake files.
+/// The folder that holds Strata's own lake files (views). It is a valid identifier, so it is
+/// reserved explicitly: never listed as a namespace, never written to as one.
 pub(crate) const INTERNAL_DIR: &str = "_strata";
+
+/// Refuses the reserved namespace for tables, views and explicit namespaces.
+pub(crate) fn check_namespace(ns: &str) -> Result<()> {
+    strata_types::validate_identifier(ns)?;
+    if ns == INTERNAL_DIR {
+        return Err(Error::Invalid(format!(
+            "`{INTERNAL_DIR}` is reserved for Strata's own files (view definitions); choose another namespace"
+        )));
+    }
+    Ok(())
+}
 
 impl Lake {
     /// Opens (and, on local disk, creates) the lake at `root`.
@@ -224,7 +244,7 @@ impl Lake {
             .common_prefixes
             .iter()
             .filter_map(|p| p.filename().map(str::to_string))
-            .filter(|n| strata_types::validate_identifier(n).is_ok())
+            .filter(|n| n != INTERNAL_DIR && strata_types::validate_identifier(n).is_ok())
             .collect();
         for v in self.list_views(None).await? {
             out.insert(v.name.namespace.clone());
@@ -234,7 +254,7 @@ impl Lake {
 
     /// Creates a namespace (a folder with a marker file). Idempotent.
     pub async fn create_namespace(&self, ns: &str) -> Result<()> {
-        strata_types::validate_identifier(ns)?;
+        check_namespace(ns)?;
         self.store
             .put(&Path::from(format!("{ns}/.strata_namespace")), "".into())
             .await
@@ -244,7 +264,10 @@ impl Lake {
 
     /// Removes an empty namespace. Fails if it holds tables or views.
     pub async fn drop_namespace(&self, ns: &str, cascade: bool) -> Result<bool> {
-        strata_types::validate_identifier(ns)?;
+        check_namespace(ns)?;
+        // Before anything is deleted: on object stores a namespace is only its objects, so it
+        // stops being listed as soon as its last table is gone.
+        let existed = self.namespaces().await?.iter().any(|n| n == ns);
         let tables = self.tables(Some(ns)).await?;
         let views = self.list_views(Some(ns)).await?;
         if !cascade && (!tables.is_empty() || !views.is_empty()) {
@@ -260,7 +283,6 @@ impl Lake {
         for v in &views {
             self.drop_view(&v.name).await?;
         }
-        let existed = self.namespaces().await?.iter().any(|n| n == ns);
         self.delete_prefix(&Path::from(ns)).await?;
         Ok(existed)
     }
@@ -405,6 +427,7 @@ impl Lake {
         description: Option<&str>,
         if_not_exists: bool,
     ) -> Result<DeltaTable> {
+        check_namespace(&t.namespace)?;
         if self.view(t).await?.is_some() {
             return Err(Error::IsAView(t.clone(), "drop the view first"));
         }
@@ -447,6 +470,7 @@ impl Lake {
     }
 
     async fn table_for_write(&self, t: &TableName, mode: WriteMode) -> Result<DeltaTable> {
+        check_namespace(&t.namespace)?;
         if self.view(t).await?.is_some() {
             return Err(Error::IsAView(t.clone(), "views cannot be written to"));
         }
@@ -505,11 +529,17 @@ impl Lake {
         let builder = table
             .write(Vec::<RecordBatch>::new())
             .with_input_plan(plan)
-            .with_session_state(session);
+            .with_session_state(with_delta_planner(session));
         let table = self.finish_write(t, builder, mode, opts).await?;
-        let rows = last_commit_rows(&table, "num_added_rows").await;
+        let version = table.version().unwrap_or(0);
+        // Rows from this write's own commit (not the newest one: another writer may have
+        // committed since).
+        let rows = match self.read_commit(t, version).await {
+            Ok(c) => metric_u64(&c.metrics, "num_added_rows"),
+            Err(_) => 0,
+        };
         Ok(WriteOutcome {
-            version: table.version().unwrap_or(0),
+            version,
             rows,
             skipped: false,
         })
@@ -555,7 +585,9 @@ impl Lake {
         if !opts.partition_by.is_empty() {
             builder = builder.with_partition_columns(opts.partition_by.clone());
         }
-        if opts.evolve_schema {
+        if opts.replace_schema && mode == WriteMode::Overwrite {
+            builder = builder.with_schema_mode(SchemaMode::Overwrite);
+        } else if opts.evolve_schema {
             builder = builder.with_schema_mode(SchemaMode::Merge);
         }
         if let Some(d) = &opts.description {
@@ -579,6 +611,19 @@ impl Lake {
         opts: &WriteOptions,
     ) -> Result<MergeOutcome> {
         let table = self.open_table(t).await?;
+        if !opts.evolve_schema {
+            let schema = table_arrow_schema(&table)?;
+            for c in &clauses {
+                let set = match c {
+                    MergeClause::MatchedUpdate { set, .. }
+                    | MergeClause::NotMatchedInsert { set, .. }
+                    | MergeClause::NotMatchedBySourceUpdate { set, .. } => set,
+                    MergeClause::MatchedDelete { .. }
+                    | MergeClause::NotMatchedBySourceDelete { .. } => continue,
+                };
+                check_assigned_columns(t, &schema, Some(target_alias), set)?;
+            }
+        }
         if let Some(skip) = self.already_committed(&table, opts).await? {
             return Ok(MergeOutcome {
                 version: skip.version,
@@ -683,6 +728,7 @@ impl Lake {
         session: Option<Arc<dyn Session>>,
     ) -> Result<u64> {
         let table = self.open_table(t).await?;
+        check_assigned_columns(t, &table_arrow_schema(&table)?, None, &set)?;
         let mut b = table.update();
         if let Some(p) = predicate {
             b = b.with_predicate(p.to_string());
@@ -740,46 +786,105 @@ impl Lake {
             .try_collect::<Vec<_>>()
             .await
             .map_err(Error::store(format!("deleting `{prefix}`")))?;
+        // Local folders outlive their files; remove them so the name is free again.
+        if self.root.scheme() == "file"
+            && let Ok(root) = self.root.to_file_path()
+        {
+            let dir = root.join(prefix.as_ref());
+            if dir.is_dir() {
+                let _ = std::fs::remove_dir_all(&dir);
+            }
+        }
         Ok(())
     }
 
     /// The table's commits, newest first.
+    ///
+    /// Versions come from the commit files' names. delta-rs' own history numbers commits by
+    /// `readVersion` or by position, and skips commits without the (optional) `commitInfo`,
+    /// which shifts every older version by one.
     pub async fn history(&self, t: &TableName, limit: Option<usize>) -> Result<Vec<Commit>> {
         let table = self.open_table(t).await?;
         let latest = table.version().unwrap_or(0);
-        let infos: Vec<_> = table
-            .history(limit)
+        let log = log_dir(t);
+        let listing: Vec<_> = self
+            .store
+            .list(Some(&log))
             .try_collect()
             .await
-            .map_err(Error::delta(format!("reading the history of `{t}`")))?;
-        Ok(infos
-            .into_iter()
-            .enumerate()
-            .map(|(i, c)| Commit {
-                version: c
-                    .read_version
-                    .map(|v| v + 1)
-                    .unwrap_or(latest.saturating_sub(i as u64)),
-                timestamp: c.timestamp.and_then(DateTime::<Utc>::from_timestamp_millis),
-                operation: c.operation.clone().unwrap_or_default(),
-                parameters: serde_json::to_value(&c.operation_parameters).unwrap_or_default(),
-                metrics: c.info.get("operationMetrics").cloned().unwrap_or_default(),
-            })
-            .map(|mut c| {
-                // `read_version` is absent for the first commit and for blind appends; the
-                // position in the (newest-first) listing is authoritative then.
-                if c.version > latest {
-                    c.version = latest;
-                }
-                c
-            })
-            .collect())
+            .map_err(Error::store(format!("listing the log of `{t}`")))?;
+        let mut versions: Vec<u64> = listing
+            .iter()
+            .filter_map(|m| m.location.filename()?.strip_suffix(".json")?.parse().ok())
+            // Not commits that landed after the snapshot was loaded.
+            .filter(|v| *v <= latest)
+            .collect();
+        versions.sort_unstable_by(|a, b| b.cmp(a));
+        versions.truncate(limit.unwrap_or(usize::MAX));
+        futures::stream::iter(versions)
+            .map(|v| self.read_commit(t, v))
+            .buffered(8)
+            .try_collect()
+            .await
+    }
+
+    /// One commit's info, read from `_delta_log/<version>.json`.
+    async fn read_commit(&self, t: &TableName, version: u64) -> Result<Commit> {
+        let context = || format!("reading version {version} of `{t}`");
+        let got = self
+            .store
+            .get(&Path::from(format!(
+                "{}/{}/_delta_log/{version:020}.json",
+                t.namespace, t.name
+            )))
+            .await
+            .map_err(|e| Error::Store {
+                context: context(),
+                source: e,
+            })?;
+        let written = got.meta.last_modified;
+        let bytes = got.bytes().await.map_err(|e| Error::Store {
+            context: context(),
+            source: e,
+        })?;
+        let info = bytes
+            .split(|b| *b == b'\n')
+            .filter_map(|line| serde_json::from_slice::<serde_json::Value>(line).ok())
+            .find_map(|mut action| action.get_mut("commitInfo").map(serde_json::Value::take))
+            .unwrap_or_default();
+        let millis = |key: &str| {
+            info.get(key)
+                .and_then(serde_json::Value::as_i64)
+                .and_then(DateTime::<Utc>::from_timestamp_millis)
+        };
+        Ok(Commit {
+            version,
+            // With in-commit timestamps on, that one is the commit's time (Delta protocol).
+            timestamp: millis("inCommitTimestamp")
+                .or_else(|| millis("timestamp"))
+                .or(Some(written)),
+            operation: info
+                .get("operation")
+                .and_then(serde_json::Value::as_str)
+                .unwrap_or_default()
+                .to_string(),
+            parameters: info.get("operationParameters").cloned().unwrap_or_default(),
+            metrics: info.get("operationMetrics").cloned().unwrap_or_default(),
+        })
     }
 
     /// Rows, bytes, files and schema of a table.
     pub async fn table_info(&self, t: &TableName) -> Result<TableInfo> {
         let table = self.open_table(t).await?;
-        info_of(t, &table)
+        let mut info = info_of(t, &table)?;
+        // The commit's own timestamp, as history and time travel use it (the log file's
+        // modification time has only second precision on S3).
+        if let Ok(commit) = self.read_commit(t, info.version).await
+            && commit.timestamp.is_some()
+        {
+            info.last_modified = commit.timestamp;
+        }
+        Ok(info)
     }
 
     /// Compacts small files into larger ones (one commit).
@@ -891,6 +996,62 @@ fn commit_properties(opts: &WriteOptions) -> CommitProperties {
     cp
 }
 
+/// Refuses assignments to columns the table does not have: delta-rs skips them silently and
+/// still rewrites the matched rows and reports them as updated.
+fn check_assigned_columns(
+    t: &TableName,
+    schema: &SchemaRef,
+    alias: Option<&str>,
+    set: &[(String, String)],
+) -> Result<()> {
+    for (column, _) in set {
+        let mut name = column.as_str();
+        if let Some(rest) = alias.and_then(|a| name.strip_prefix(a)?.strip_prefix('.')) {
+            name = rest;
+        }
+        let name = name.trim_matches('"');
+        let known = schema
+            .fields()
+            .iter()
+            .any(|f| f.name() == name || f.name().eq_ignore_ascii_case(name));
+        if known {
+            continue;
+        }
+        let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+        let hint = names
+            .iter()
+            .map(|n| (strsim_distance(name, n), n))
+            .filter(|(d, _)| *d <= 2)
+            .min_by_key(|(d, _)| *d)
+            .map(|(_, n)| format!("did you mean `{n}`? "))
+            .unwrap_or_default();
+        return Err(Error::SchemaMismatch {
+            table: t.clone(),
+            message: format!(
+                "column `{name}` does not exist; {hint}columns are: {}",
+                names.join(", ")
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// The caller's session with Delta's query planner: writes from a plan add Delta's own
+/// logical nodes (metrics observers), which a plain DataFusion session cannot plan. MERGE
+/// does the same inside delta-rs; WRITE does not.
+fn with_delta_planner(session: Arc<dyn Session>) -> Arc<dyn Session> {
+    use deltalake::datafusion::execution::session_state::{SessionState, SessionStateBuilder};
+    use deltalake::delta_datafusion::planner::DeltaPlanner;
+    match session.as_any().downcast_ref::<SessionState>() {
+        Some(state) => Arc::new(
+            SessionStateBuilder::new_from_existing(state.clone())
+                .with_query_planner(DeltaPlanner::new())
+                .build(),
+        ),
+        None => session,
+    }
+}
+
 fn check_partitions(t: &TableName, schema: &SchemaRef, partition_by: &[String]) -> Result<()> {
     for p in partition_by {
         if schema.field_with_name(p).is_err() {
@@ -911,12 +1072,15 @@ fn check_partitions(t: &TableName, schema: &SchemaRef, partition_by: &[String]) 
     Ok(())
 }
 
+/// The table's logical schema: columns in their declared order with their declared types.
+///
+/// Not DataFusion's scan schema (`read_schema`), which moves partition columns to the end and
+/// dictionary-encodes string partition values.
 pub(crate) fn table_arrow_schema(table: &DeltaTable) -> Result<SchemaRef> {
-    use deltalake::delta_datafusion::DataFusionMixins;
     let state = table
         .snapshot()
         .map_err(Error::delta("reading the table schema"))?;
-    Ok(state.snapshot().read_schema())
+    Ok(state.snapshot().arrow_schema())
 }
 
 fn info_of(t: &TableName, table: &DeltaTable) -> Result<TableInfo> {
@@ -952,14 +1116,9 @@ fn info_of(t: &TableName, table: &DeltaTable) -> Result<TableInfo> {
     })
 }
 
-async fn last_commit_rows(table: &DeltaTable, metric: &str) -> u64 {
-    let Ok(infos) = table.history(Some(1)).try_collect::<Vec<_>>().await else {
-        return 0;
-    };
-    infos
-        .first()
-        .and_then(|c| c.info.get("operationMetrics"))
-        .and_then(|m| m.get(metric))
+fn metric_u64(metrics: &serde_json::Value, name: &str) -> u64 {
+    metrics
+        .get(name)
         .and_then(|v| {
             v.as_u64()
                 .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
@@ -973,20 +1132,27 @@ fn map_write_error(t: &TableName, e: DeltaTableError) -> Error {
             table: t.clone(),
             message: msg,
         },
-        DeltaTableError::Transaction { source } => {
-            let message = source.to_string();
-            if message.contains("onflict") || message.contains("version") {
-                Error::Conflict {
-                    table: t.clone(),
-                    message,
-                }
-            } else {
-                Error::Delta {
-                    context: format!("committing to `{t}`"),
-                    source: Box::new(DeltaTableError::Transaction { source }),
-                }
-            }
-        }
+        // Another writer won: a conflicting commit, retries exhausted, or (when retries are
+        // off) the version taken. Decided by kind, not by message text: the conflict
+        // messages ("Concurrent transaction failed.", "…deleted data this operation read")
+        // share no common word.
+        DeltaTableError::Transaction {
+            source:
+                source @ (TransactionError::CommitConflict(_)
+                | TransactionError::MaxCommitAttempts(_)
+                | TransactionError::VersionAlreadyExists(_)),
+        } => Error::Conflict {
+            table: t.clone(),
+            message: source.to_string(),
+        },
+        e @ DeltaTableError::VersionAlreadyExists(_) => Error::Conflict {
+            table: t.clone(),
+            message: e.to_string(),
+        },
+        DeltaTableError::Transaction { source } => Error::Delta {
+            context: format!("committing to `{t}`"),
+            source: Box::new(DeltaTableError::Transaction { source }),
+        },
         e => {
             let text = clean_message(&e.to_string());
             if text.contains("Schema error")
@@ -1029,6 +1195,10 @@ fn clean_message(text: &str) -> String {
             return s;
         }
     }
+}
+
+fn log_dir(t: &TableName) -> Path {
+    Path::from(format!("{}/{}/_delta_log", t.namespace, t.name))
 }
 
 /// Levenshtein distance, for "did you mean" hints.

@@ -33,6 +33,7 @@ fn view_path(t: &TableName) -> Path {
 impl Lake {
     /// Stores (or, with `replace`, replaces) a view.
     pub async fn put_view(&self, name: &TableName, sql: &str, replace: bool) -> Result<()> {
+        crate::lake::check_namespace(&name.namespace)?;
         if self.table_exists(name).await? {
             return Err(Error::TableExists(name.clone()));
         }

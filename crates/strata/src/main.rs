@@ -495,7 +495,22 @@ async fn run_sql(
     let mut total = 0;
     for stmt in stmts {
         let started = Instant::now();
-        match session.execute(stmt).await? {
+        // A spinner on the terminal (never in pipes or with --quiet) while a statement runs.
+        let spinner = if quiet {
+            indicatif::ProgressBar::hidden()
+        } else {
+            let text: String = stmt.to_string().chars().take(60).collect();
+            let pb = indicatif::ProgressBar::new_spinner().with_message(text);
+            pb.set_style(
+                indicatif::ProgressStyle::with_template("{spinner} {elapsed} {msg}")
+                    .expect("valid template"),
+            );
+            pb.enable_steady_tick(Duration::from_millis(120));
+            pb
+        };
+        let result = session.execute(stmt).await;
+        spinner.finish_and_clear();
+        match result? {
             StatementResult::Rows { schema, stream } => {
                 total += output::write_rows(schema, stream, format, output, max_rows).await?;
             }

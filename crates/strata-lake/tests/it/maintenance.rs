@@ -1,0 +1,129 @@
+//! OPTIMIZE (compaction) and VACUUM (deleting unreferenced files).
+
+use std::time::Duration;
+
+use strata_lake::{Error, WriteMode, WriteOptions};
+
+use crate::common::{Ctx, TestResult, both_backends, data_files, people, query, query_latest, tn};
+
+const ALL: &str = "select id, name from t order by id";
+
+async fn optimize_compacts_small_files(ctx: Ctx) -> TestResult {
+    let lake = &ctx.lake;
+    let t = tn("raw.people");
+    for i in 0..5 {
+        lake.write_batches(
+            &t,
+            vec![people(&[(i, "x"), (i + 100, "y")])],
+            WriteMode::Append,
+            &WriteOptions::default(),
+        )
+        .await?;
+    }
+    let before = query_latest(lake, &t, ALL).await?;
+    assert_eq!(before.len(), 10);
+    assert_eq!(lake.table_info(&t).await?.files, 5);
+
+    let report = lake.optimize(&t).await?;
+    assert_eq!((report.files_added, report.files_removed), (1, 5));
+    let info = lake.table_info(&t).await?;
+    assert_eq!((info.version, info.files, info.rows), (5, 1, 10));
+    assert_eq!(query_latest(lake, &t, ALL).await?, before);
+    assert_eq!(lake.history(&t, Some(1)).await?[0].operation, "OPTIMIZE");
+    // The compacted files stay on storage (for time travel) until a vacuum.
+    assert_eq!(data_files(lake, &t).await?.len(), 6);
+
+    // Nothing left to compact: no new version.
+    let again = lake.optimize(&t).await?;
+    assert_eq!((again.files_added, again.files_removed), (0, 0));
+    assert_eq!(lake.table_info(&t).await?.version, 5);
+    Ok(())
+}
+
+async fn vacuum_guards_retention_and_deletes_old_files(ctx: Ctx) -> TestResult {
+    let lake = &ctx.lake;
+    let t = tn("raw.people");
+    let opts = WriteOptions::default();
+    lake.write_batches(&t, vec![people(&[(1, "a")])], WriteMode::Append, &opts)
+        .await?;
+    lake.write_batches(&t, vec![people(&[(2, "b")])], WriteMode::Append, &opts)
+        .await?;
+    let old_files = data_files(lake, &t).await?;
+    assert_eq!(old_files.len(), 2);
+    lake.write_batches(&t, vec![people(&[(3, "c")])], WriteMode::Overwrite, &opts)
+        .await?;
+    let all_files = data_files(lake, &t).await?;
+    assert_eq!(all_files.len(), 3);
+
+    // Shorter than the table's 7-day minimum without `force`: refused, nothing deleted.
+    let err = lake
+        .vacuum(&t, Some(Duration::from_secs(3600)), false, false)
+        .await
+        .expect_err("too short");
+    assert!(
+        matches!(
+            err,
+            Error::RetentionTooShort {
+                requested_hours: 1,
+                minimum_hours: 168
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("--force"), "{err}");
+    let err = lake
+        .vacuum(&t, Some(Duration::ZERO), true, false)
+        .await
+        .expect_err("a dry run is guarded too");
+    assert!(matches!(err, Error::RetentionTooShort { .. }), "{err:?}");
+
+    // With the default retention the just-removed files are too young to go.
+    let default = lake.vacuum(&t, None, true, false).await?;
+    assert!(default.files.is_empty(), "{:?}", default.files);
+
+    // A forced dry run lists the two overwritten files and deletes nothing.
+    let dry = lake.vacuum(&t, Some(Duration::ZERO), true, true).await?;
+    assert!(dry.dry_run);
+    let mut listed: Vec<String> = dry
+        .files
+        .iter()
+        .map(|f| f.rsplit('/').next().unwrap_or(f).to_string())
+        .collect();
+    listed.sort();
+    let mut expected: Vec<String> = old_files
+        .iter()
+        .map(|f| f.rsplit('/').next().unwrap_or(f).to_string())
+        .collect();
+    expected.sort();
+    assert_eq!(listed, expected);
+    assert_eq!(data_files(lake, &t).await?, all_files);
+    let v1 = lake.open_table_version(&t, 1).await?;
+    assert_eq!(query(&v1, ALL).await?, ["1, a", "2, b"]);
+
+    // Forced, zero retention: the old files are gone, the latest version still reads.
+    let done = lake.vacuum(&t, Some(Duration::ZERO), false, true).await?;
+    assert!(!done.dry_run);
+    assert_eq!(done.files.len(), 2);
+    let left = data_files(lake, &t).await?;
+    assert_eq!(left.len(), 1);
+    assert!(!old_files.iter().any(|f| left.contains(f)), "{left:?}");
+    assert_eq!(query_latest(lake, &t, ALL).await?, ["3, c"]);
+    // Time travel to before the overwrite now fails: its files were deleted.
+    let v1 = lake.open_table_version(&t, 1).await?;
+    assert!(query(&v1, ALL).await.is_err());
+    // Vacuum commits its own operations but does not change the rows.
+    let ops: Vec<String> = lake
+        .history(&t, Some(2))
+        .await?
+        .into_iter()
+        .map(|c| c.operation)
+        .collect();
+    assert_eq!(ops, ["VACUUM END", "VACUUM START"]);
+    assert_eq!(lake.table_info(&t).await?.rows, 1);
+    Ok(())
+}
+
+both_backends!(
+    optimize_compacts_small_files,
+    vacuum_guards_retention_and_deletes_old_files,
+);
