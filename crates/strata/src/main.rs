@@ -511,6 +511,12 @@ async fn run_sql(
         let result = session.execute(stmt).await;
         spinner.finish_and_clear();
         match result? {
+            // SET and similar statements answer with no columns: nothing to print.
+            StatementResult::Rows { schema, stream } if schema.fields().is_empty() => {
+                strata_engine::datafusion::physical_plan::common::collect(stream)
+                    .await
+                    .map_err(strata_engine::Error::from)?;
+            }
             StatementResult::Rows { schema, stream } => {
                 total += output::write_rows(schema, stream, format, output, max_rows).await?;
             }

@@ -8,7 +8,13 @@ use futures::StreamExt;
 use strata_engine::datafusion::arrow::array::RecordBatch;
 use strata_engine::datafusion::arrow::datatypes::SchemaRef;
 use strata_engine::datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
+use strata_engine::datafusion::error::DataFusionError;
 use strata_engine::datafusion::execution::SendableRecordBatchStream;
+
+/// Errors met while streaming rows, with the engine's wording (memory hints, clean text).
+fn engine_err(e: DataFusionError) -> strata_engine::Error {
+    strata_engine::Error::from(e)
+}
 
 /// Output format of `strata sql`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -44,7 +50,7 @@ pub(crate) async fn write_rows(
                 file, schema, None,
             )?;
             while let Some(b) = stream.next().await {
-                let b = b?;
+                let b = b.map_err(engine_err)?;
                 rows += b.num_rows() as u64;
                 w.write(&b)?;
             }
@@ -54,7 +60,7 @@ pub(crate) async fn write_rows(
             let mut batches = Vec::new();
             let mut shown = 0usize;
             while let Some(b) = stream.next().await {
-                let b = b?;
+                let b = b.map_err(engine_err)?;
                 rows += b.num_rows() as u64;
                 if shown < max_table_rows {
                     let take = (max_table_rows - shown).min(b.num_rows());
@@ -79,7 +85,7 @@ pub(crate) async fn write_rows(
                 .with_header(true)
                 .build(out);
             while let Some(b) = stream.next().await {
-                let b = b?;
+                let b = b.map_err(engine_err)?;
                 rows += b.num_rows() as u64;
                 w.write(&b)?;
             }
@@ -88,7 +94,7 @@ pub(crate) async fn write_rows(
             let out = sink(output)?;
             let mut w = strata_engine::datafusion::arrow::json::ArrayWriter::new(out);
             while let Some(b) = stream.next().await {
-                let b = b?;
+                let b = b.map_err(engine_err)?;
                 rows += b.num_rows() as u64;
                 w.write(&b)?;
             }
@@ -103,7 +109,7 @@ pub(crate) async fn write_rows(
             let out = sink(output)?;
             let mut w = strata_engine::datafusion::arrow::json::LineDelimitedWriter::new(out);
             while let Some(b) = stream.next().await {
-                let b = b?;
+                let b = b.map_err(engine_err)?;
                 rows += b.num_rows() as u64;
                 w.write(&b)?;
             }

@@ -3,6 +3,7 @@
 
 mod crash;
 mod errors;
+mod s3;
 mod workflow;
 
 use std::path::{Path, PathBuf};
