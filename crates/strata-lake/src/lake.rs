@@ -81,6 +81,9 @@ pub struct Commit {
     pub parameters: serde_json::Value,
     /// Operation metrics (rows, files).
     pub metrics: serde_json::Value,
+    /// The whole `commitInfo`, including application metadata written with
+    /// [`WriteOptions::commit_metadata`].
+    pub info: serde_json::Value,
 }
 
 /// Size and shape of a table at its latest version.
@@ -509,6 +512,66 @@ impl Lake {
         })
     }
 
+    /// Writes a stream of batches without collecting it: memory stays bounded whatever the
+    /// stream's length. Nothing is committed if the stream fails.
+    pub async fn write_stream(
+        &self,
+        t: &TableName,
+        schema: SchemaRef,
+        stream: deltalake::datafusion::execution::SendableRecordBatchStream,
+        mode: WriteMode,
+        opts: &WriteOptions,
+    ) -> Result<WriteOutcome> {
+        use deltalake::datafusion::catalog::streaming::StreamingTable;
+        use deltalake::datafusion::physical_plan::streaming::PartitionStream;
+
+        struct Once(
+            SchemaRef,
+            std::sync::Mutex<Option<deltalake::datafusion::execution::SendableRecordBatchStream>>,
+        );
+        impl std::fmt::Debug for Once {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("OnceStream")
+            }
+        }
+        impl PartitionStream for Once {
+            fn schema(&self) -> &SchemaRef {
+                &self.0
+            }
+            fn execute(
+                &self,
+                _ctx: Arc<deltalake::datafusion::execution::TaskContext>,
+            ) -> deltalake::datafusion::execution::SendableRecordBatchStream {
+                let taken = self.1.lock().unwrap_or_else(|e| e.into_inner()).take();
+                taken.unwrap_or_else(|| {
+                    Box::pin(
+                        deltalake::datafusion::physical_plan::stream::RecordBatchStreamAdapter::new(
+                            Arc::clone(&self.0),
+                            futures::stream::once(async {
+                                Err(deltalake::datafusion::error::DataFusionError::Internal(
+                                    "a one-shot input stream was read twice".into(),
+                                ))
+                            }),
+                        ),
+                    )
+                })
+            }
+        }
+        let partition = Arc::new(Once(
+            Arc::clone(&schema),
+            std::sync::Mutex::new(Some(stream)),
+        ));
+        let table = StreamingTable::try_new(Arc::clone(&schema), vec![partition])
+            .map_err(|e| Error::Invalid(format!("preparing the write to `{t}`: {e}")))?;
+        let ctx = deltalake::datafusion::prelude::SessionContext::new();
+        let df = ctx
+            .read_table(Arc::new(table))
+            .map_err(|e| Error::Invalid(format!("preparing the write to `{t}`: {e}")))?;
+        let plan = df.into_unoptimized_plan();
+        self.write_plan(t, plan, Arc::new(ctx.state()), mode, opts)
+            .await
+    }
+
     /// Writes the rows of a DataFusion plan, streamed (never collected in memory).
     pub async fn write_plan(
         &self,
@@ -870,7 +933,46 @@ impl Lake {
                 .to_string(),
             parameters: info.get("operationParameters").cloned().unwrap_or_default(),
             metrics: info.get("operationMetrics").cloned().unwrap_or_default(),
+            info,
         })
+    }
+
+    /// The newest commit whose info has `key` satisfying `matches`, with that value.
+    ///
+    /// Ingestion stores each stream's state this way, in the commit that holds its rows;
+    /// the scan stops at the first match, which is normally among the newest commits.
+    pub async fn find_commit_metadata(
+        &self,
+        t: &TableName,
+        key: &str,
+        matches: impl Fn(&serde_json::Value) -> bool,
+    ) -> Result<Option<(u64, serde_json::Value)>> {
+        let table = self.open_table(t).await?;
+        let latest = table.version().unwrap_or(0);
+        let mut v = latest as i64;
+        while v >= 0 {
+            let page: Vec<u64> = (0..16)
+                .map(|i| v - i)
+                .filter(|x| *x >= 0)
+                .map(|x| x as u64)
+                .collect();
+            let commits: Vec<Result<Commit>> = futures::stream::iter(page.clone())
+                .map(|x| self.read_commit(t, x))
+                .buffered(8)
+                .collect()
+                .await;
+            for c in commits {
+                // A version whose file is gone (log cleanup) ends the search.
+                let Ok(c) = c else { return Ok(None) };
+                if let Some(value) = c.info.get(key)
+                    && matches(value)
+                {
+                    return Ok(Some((c.version, value.clone())));
+                }
+            }
+            v -= page.len() as i64;
+        }
+        Ok(None)
     }
 
     /// Rows, bytes, files and schema of a table.

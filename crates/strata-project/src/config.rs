@@ -113,44 +113,8 @@ impl Ctx<'_> {
         })
     }
 
-    /// Resolves `${env:VAR}` references; every resolved value is a secret.
     fn interpolate(&self, s: &Spanned<String>) -> Result<String> {
-        let mut out = String::new();
-        let mut rest = s.value.as_str();
-        while let Some(start) = rest.find("${") {
-            out.push_str(&rest[..start]);
-            let after = &rest[start + 2..];
-            let Some(end) = after.find('}') else {
-                return self.err(
-                    Some(&s.referenced),
-                    "unclosed `${`: write secrets as `${env:VARIABLE}`",
-                );
-            };
-            let inner = &after[..end];
-            let Some(var) = inner.strip_prefix("env:") else {
-                return self.err(
-                    Some(&s.referenced),
-                    format!("`${{{inner}}}` is not supported: write `${{env:VARIABLE}}`"),
-                );
-            };
-            match std::env::var(var) {
-                Ok(v) => {
-                    self.redactor.add(v.clone());
-                    out.push_str(&v);
-                }
-                Err(_) => {
-                    return self.err(
-                        Some(&s.referenced),
-                        format!(
-                            "environment variable `{var}` is not set (referenced as `${{env:{var}}}`)"
-                        ),
-                    );
-                }
-            }
-            rest = &after[end + 1..];
-        }
-        out.push_str(rest);
-        Ok(out)
+        interpolate_value(self.path, s, self.redactor)
     }
 
     fn rel_path(&self, p: &str) -> PathBuf {
@@ -276,11 +240,57 @@ impl Ctx<'_> {
     }
 }
 
+/// Resolves `${env:VAR}` references in a value of `path`; every resolved value is a secret
+/// and is registered with `redactor`.
+pub(crate) fn interpolate_value(
+    path: &Path,
+    s: &Spanned<String>,
+    redactor: &Redactor,
+) -> Result<String> {
+    let fail = |message: String| Error::Invalid {
+        path: path.to_path_buf(),
+        line: s.referenced.line(),
+        column: s.referenced.column(),
+        message,
+    };
+    let mut out = String::new();
+    let mut rest = s.value.as_str();
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let Some(end) = after.find('}') else {
+            return Err(fail(
+                "unclosed `${`: write secrets as `${env:VARIABLE}`".into(),
+            ));
+        };
+        let inner = &after[..end];
+        let Some(var) = inner.strip_prefix("env:") else {
+            return Err(fail(format!(
+                "`${{{inner}}}` is not supported: write `${{env:VARIABLE}}`"
+            )));
+        };
+        match std::env::var(var) {
+            Ok(v) => {
+                redactor.add(v.clone());
+                out.push_str(&v);
+            }
+            Err(_) => {
+                return Err(fail(format!(
+                    "environment variable `{var}` is not set (referenced as `${{env:{var}}}`)"
+                )));
+            }
+        }
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
 fn dir_url(p: &Path) -> Url {
     Url::from_directory_path(p).expect("project paths are absolute after normalisation")
 }
 
-fn syntax_error(path: &Path, e: serde_saphyr::Error) -> Error {
+pub(crate) fn syntax_error(path: &Path, e: serde_saphyr::Error) -> Error {
     let (line, column) = e
         .location()
         .map(|l| (l.line(), l.column()))

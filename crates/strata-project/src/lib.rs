@@ -20,12 +20,16 @@
 mod config;
 mod init;
 mod size;
+mod sources;
 
 use std::path::{Path, PathBuf};
 
 pub use config::{EngineSettings, LakeSettings, MetadataSettings, Settings};
 pub use init::{InitOptions, init_project};
 pub use size::parse_size;
+pub use sources::{
+    SOURCE_KINDS, SchemaChangePolicy, SourceDef, StreamDef, SyncMode, load_source, load_sources,
+};
 pub use strata_types::Redactor;
 use strata_types::{Classify, ErrorClass};
 

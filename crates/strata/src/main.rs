@@ -3,6 +3,7 @@
 mod demo;
 mod output;
 mod shell;
+mod sources_cmd;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -126,6 +127,28 @@ Examples:
         #[arg(long)]
         force: bool,
     },
+    /// Sources: list, check connections, discover tables.
+    #[command(subcommand)]
+    Sources(sources_cmd::SourcesCommand),
+    /// Load sources into the lake: every stream, a source, or `source.stream`.
+    #[command(after_help = "\
+Each stream is one Delta commit holding its rows and its new cursor: a run stopped at any
+instant resumes exactly where the last commit ended.
+
+Examples:
+  strata ingest                       every stream of every source
+  strata ingest shop                  every stream of sources/shop.yml
+  strata ingest shop.orders --full-refresh")]
+    Ingest {
+        /// `source` or `source.stream`; none means all.
+        selectors: Vec<String>,
+        /// Ignore saved cursors: reload everything and replace the destinations.
+        #[arg(long)]
+        full_refresh: bool,
+        /// Streams loaded at the same time.
+        #[arg(long, default_value_t = 4)]
+        parallel: usize,
+    },
     /// Recent command runs recorded in the metadata store.
     Runs {
         /// How many.
@@ -202,7 +225,8 @@ fn render_error(e: &anyhow::Error) -> String {
         let typed = cause.is::<strata_engine::Error>()
             || cause.is::<strata_lake::Error>()
             || cause.is::<strata_project::Error>()
-            || cause.is::<strata_meta::Error>();
+            || cause.is::<strata_meta::Error>()
+            || cause.is::<strata_sources::Error>();
         if typed {
             break;
         }
@@ -224,6 +248,9 @@ fn classify(e: &anyhow::Error) -> ErrorClass {
         if let Some(x) = cause.downcast_ref::<strata_meta::Error>() {
             return x.class();
         }
+        if let Some(x) = cause.downcast_ref::<strata_sources::Error>() {
+            return x.class();
+        }
         if cause.downcast_ref::<std::io::Error>().is_some() {
             return ErrorClass::External;
         }
@@ -232,12 +259,12 @@ fn classify(e: &anyhow::Error) -> ErrorClass {
 }
 
 /// Everything a command needs once the project is loaded.
-struct Ctx {
-    project: Project,
-    engine: Engine,
-    meta: Option<MetaStore>,
-    quiet: bool,
-    json: bool,
+pub(crate) struct Ctx {
+    pub(crate) project: Project,
+    pub(crate) engine: Engine,
+    pub(crate) meta: Option<MetaStore>,
+    pub(crate) quiet: bool,
+    pub(crate) json: bool,
 }
 
 impl Ctx {
@@ -320,7 +347,7 @@ impl Ctx {
     }
 }
 
-fn whoami() -> String {
+pub(crate) fn whoami() -> String {
     std::env::var("USER")
         .or_else(|_| std::env::var("USERNAME"))
         .unwrap_or_else(|_| "unknown".into())
@@ -440,6 +467,18 @@ async fn run(cli: Cli, redactor: strata_types::Redactor) -> Result<()> {
                 Ok(Some(r.files.len() as i64))
             })
             .await
+        }
+        Command::Sources(cmd) => {
+            let ctx = Ctx::load(&cli, &redactor).await?;
+            sources_cmd::run(&ctx, cmd).await
+        }
+        Command::Ingest {
+            selectors,
+            full_refresh,
+            parallel,
+        } => {
+            let ctx = Ctx::load(&cli, &redactor).await?;
+            sources_cmd::ingest(&ctx, selectors, *full_refresh, *parallel).await
         }
         Command::Runs { limit } => {
             let ctx = Ctx::load(&cli, &redactor).await?;

@@ -4,6 +4,7 @@
 mod crash;
 mod errors;
 mod s3;
+mod sources;
 mod workflow;
 
 use std::path::{Path, PathBuf};

@@ -1,0 +1,399 @@
+//! `strata sources …` and `strata ingest`.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use anyhow::{Result, bail};
+use futures::StreamExt;
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use strata_project::{SourceDef, StreamDef, SyncMode, load_sources};
+use strata_sources::ingest::{IngestOptions, Progress, StreamReport, run_stream};
+
+use crate::Ctx;
+
+/// Sub-commands of `strata sources`.
+#[derive(Debug, clap::Subcommand)]
+pub(crate) enum SourcesCommand {
+    /// List the project's sources and their streams.
+    List,
+    /// Connect to a source and say plainly what is wrong, if anything.
+    Check {
+        /// Source name (the file name in sources/ without .yml).
+        source: String,
+    },
+    /// List the tables a source offers, with columns and keys, and print a starter
+    /// `streams:` block for its YAML file.
+    Discover {
+        /// Source name.
+        source: String,
+    },
+    /// Ingestion runs and their outcome, per stream.
+    History {
+        /// How many.
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+    },
+}
+
+fn find<'a>(sources: &'a [SourceDef], name: &str) -> Result<&'a SourceDef> {
+    sources.iter().find(|s| s.name == name).ok_or_else(|| {
+        let known: Vec<&str> = sources.iter().map(|s| s.name.as_str()).collect();
+        anyhow::anyhow!(
+            "no source `{name}` in sources/; {}",
+            if known.is_empty() {
+                "the project has none yet (add sources/<name>.yml)".to_string()
+            } else {
+                format!("known sources: {}", known.join(", "))
+            }
+        )
+    })
+}
+
+pub(crate) async fn run(ctx: &Ctx, cmd: &SourcesCommand) -> Result<()> {
+    let sources = load_sources(&ctx.project.root, &ctx.project.redactor)?;
+    match cmd {
+        SourcesCommand::List => {
+            if sources.is_empty() {
+                println!(
+                    "No sources yet. Add one as sources/<name>.yml, for example:\n\n{}",
+                    EXAMPLE
+                );
+                return Ok(());
+            }
+            let mut t = comfy_table::Table::new();
+            t.load_preset(comfy_table::presets::UTF8_FULL_CONDENSED)
+                .set_header([
+                    "source",
+                    "type",
+                    "stream",
+                    "mode",
+                    "destination",
+                    "cursor",
+                    "key",
+                ]);
+            for s in &sources {
+                for st in &s.streams {
+                    t.add_row([
+                        s.name.clone(),
+                        s.kind.clone(),
+                        st.name.clone(),
+                        mode_name(st.mode).into(),
+                        st.destination.to_string(),
+                        st.cursor.clone().unwrap_or_default(),
+                        st.primary_key.join(", "),
+                    ]);
+                }
+                if s.streams.is_empty() {
+                    t.add_row([
+                        s.name.clone(),
+                        s.kind.clone(),
+                        "(no streams: see `strata sources discover`)".into(),
+                    ]);
+                }
+            }
+            println!("{t}");
+        }
+        SourcesCommand::Check { source } => {
+            let def = find(&sources, source)?;
+            let started = Instant::now();
+            strata_sources::connect(def)?.check().await?;
+            println!("{}: connected in {:.0?}", def.name, started.elapsed());
+        }
+        SourcesCommand::Discover { source } => {
+            let def = find(&sources, source)?;
+            let found = strata_sources::connect(def)?.discover().await?;
+            let mut t = comfy_table::Table::new();
+            t.load_preset(comfy_table::presets::UTF8_FULL_CONDENSED)
+                .set_header(["table", "columns", "primary key"]);
+            let mut yaml = String::from("streams:\n");
+            for d in &found {
+                let cols: Vec<String> = d
+                    .schema
+                    .fields()
+                    .iter()
+                    .zip(&d.source_types)
+                    .map(|(f, st)| format!("{} {st}", f.name()))
+                    .collect();
+                t.add_row([d.table.clone(), cols.join(", "), d.primary_key.join(", ")]);
+                yaml.push_str(&format!("  - table: {}\n", d.table));
+                let cursor = d
+                    .schema
+                    .fields()
+                    .iter()
+                    .map(|f| f.name().clone())
+                    .find(|n| {
+                        matches!(
+                            n.as_str(),
+                            "updated_at" | "modified_at" | "last_modified" | "updated"
+                        )
+                    });
+                match (cursor, d.primary_key.is_empty()) {
+                    (Some(c), false) => yaml.push_str(&format!(
+                        "    mode: incremental\n    cursor: {c}\n    primary_key: [{}]\n",
+                        d.primary_key.join(", ")
+                    )),
+                    (_, false) => yaml.push_str(&format!(
+                        "    primary_key: [{}]\n",
+                        d.primary_key.join(", ")
+                    )),
+                    _ => {}
+                }
+            }
+            println!("{t}");
+            println!(
+                "\nStarter streams for {} (paste into it and adjust):\n\n{yaml}",
+                def.file.display()
+            );
+        }
+        SourcesCommand::History { limit } => {
+            let Some(meta) = &ctx.meta else {
+                bail!("the metadata store is unavailable");
+            };
+            let runs = meta
+                .runs(
+                    strata_meta::RunFilter::new()
+                        .command("ingest")
+                        .limit(*limit),
+                )
+                .await?;
+            let mut t = comfy_table::Table::new();
+            t.load_preset(comfy_table::presets::UTF8_FULL_CONDENSED)
+                .set_header(["started", "stream", "status", "rows", "duration", "detail"]);
+            for r in runs {
+                t.add_row([
+                    r.started_at.format("%Y-%m-%d %H:%M:%S").to_string(),
+                    r.args.clone(),
+                    r.status.to_string(),
+                    r.rows.map(|n| n.to_string()).unwrap_or_default(),
+                    r.duration_ms.map(|d| format!("{d} ms")).unwrap_or_default(),
+                    r.error.unwrap_or_default().chars().take(80).collect(),
+                ]);
+            }
+            println!("{t}");
+        }
+    }
+    Ok(())
+}
+
+const EXAMPLE: &str = "  # sources/shop.yml
+  type: postgres
+  url: postgres://app:${env:SHOP_DB_PASSWORD}@db.internal:5432/shop
+  streams:
+    - table: public.orders
+      mode: incremental
+      cursor: updated_at
+      primary_key: [id]";
+
+fn mode_name(m: SyncMode) -> &'static str {
+    match m {
+        SyncMode::FullRefresh => "full_refresh",
+        SyncMode::Append => "append",
+        SyncMode::Incremental => "incremental",
+    }
+}
+
+/// `strata ingest [source[.stream] …]`.
+pub(crate) async fn ingest(
+    ctx: &Ctx,
+    selectors: &[String],
+    full_refresh: bool,
+    parallel: usize,
+) -> Result<()> {
+    let sources = load_sources(&ctx.project.root, &ctx.project.redactor)?;
+    let mut work: Vec<(&SourceDef, &StreamDef)> = Vec::new();
+    for sel in selectors {
+        let (src, stream) = match sel.split_once('.') {
+            Some((s, st)) => (s, Some(st)),
+            None => (sel.as_str(), None),
+        };
+        let def = find(&sources, src)?;
+        match stream {
+            Some(st) => {
+                let s = def.streams.iter().find(|s| s.name == st).ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "source `{src}` has no stream `{st}`; its streams: {}",
+                        def.streams
+                            .iter()
+                            .map(|s| s.name.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )
+                })?;
+                work.push((def, s));
+            }
+            None => work.extend(def.streams.iter().map(|s| (def, s))),
+        }
+    }
+    if selectors.is_empty() {
+        work.extend(
+            sources
+                .iter()
+                .flat_map(|d| d.streams.iter().map(move |s| (d, s))),
+        );
+    }
+    if work.is_empty() {
+        bail!(
+            "nothing to ingest: the project's sources declare no streams (see `strata sources list`)"
+        );
+    }
+    let multi = if ctx.quiet {
+        MultiProgress::with_draw_target(indicatif::ProgressDrawTarget::hidden())
+    } else {
+        MultiProgress::new()
+    };
+    let style =
+        ProgressStyle::with_template("  {spinner} {prefix:<28} {msg}").expect("valid template");
+    let lake = ctx.engine.lake().clone();
+    let opts = IngestOptions { full_refresh };
+    let started = Instant::now();
+    let results: Vec<(String, std::result::Result<StreamReport, String>)> =
+        futures::stream::iter(work)
+            .map(|(def, stream)| {
+                let bar = multi.add(ProgressBar::new_spinner());
+                bar.set_style(style.clone());
+                bar.set_prefix(format!("{}.{}", def.name, stream.name));
+                let lake = lake.clone();
+                let opts = opts.clone();
+                async move {
+                    let label = format!("{}.{}", def.name, stream.name);
+                    let progress = Arc::new(Progress::default());
+                    let run = ctx.meta.as_ref().map(|m| {
+                        m.start_run(strata_meta::NewRun {
+                            command: "ingest".into(),
+                            args: label.clone(),
+                            principal: crate::whoami(),
+                            environment: ctx.project.settings.environment.clone(),
+                        })
+                    });
+                    let run_id = match run {
+                        Some(f) => f.await.ok(),
+                        None => None,
+                    };
+                    let ticker = {
+                        let bar = bar.clone();
+                        let progress = Arc::clone(&progress);
+                        let t0 = Instant::now();
+                        tokio::spawn(async move {
+                            loop {
+                                let rows = progress.rows.load(Ordering::Relaxed);
+                                let mb =
+                                    progress.bytes.load(Ordering::Relaxed) as f64 / 1_048_576.0;
+                                let secs = t0.elapsed().as_secs_f64().max(0.001);
+                                bar.set_message(format!("{rows} rows  {:.1} MB/s", mb / secs));
+                                bar.tick();
+                                tokio::time::sleep(Duration::from_millis(150)).await;
+                            }
+                        })
+                    };
+                    let result = match strata_sources::connect(def) {
+                        Ok(src) => {
+                            run_stream(
+                                &lake,
+                                src.as_ref(),
+                                def,
+                                stream,
+                                &opts,
+                                Arc::clone(&progress),
+                            )
+                            .await
+                        }
+                        Err(e) => Err(e),
+                    };
+                    ticker.abort();
+                    let message = match &result {
+                        Ok(r) => {
+                            format!("✓ {} rows → {} ({:.1?})", r.rows, r.destination, r.duration)
+                        }
+                        Err(e) => format!("✗ {}", ctx.project.redactor.redact(&e.to_string())),
+                    };
+                    bar.finish_with_message(message);
+                    if let (Some(m), Some(id)) = (&ctx.meta, run_id) {
+                        let outcome = match &result {
+                            Ok(r) => strata_meta::RunOutcome::success(Some(r.rows as i64)),
+                            Err(e) => strata_meta::RunOutcome::failed(
+                                ctx.project.redactor.redact(&e.to_string()),
+                            ),
+                        };
+                        let _ = m.finish_run(&id, outcome).await;
+                    }
+                    (
+                        label,
+                        result.map_err(|e| ctx.project.redactor.redact(&e.to_string())),
+                    )
+                }
+            })
+            .buffer_unordered(parallel.max(1))
+            .collect()
+            .await;
+    let mut t = comfy_table::Table::new();
+    t.load_preset(comfy_table::presets::UTF8_FULL_CONDENSED)
+        .set_header([
+            "stream",
+            "mode",
+            "rows",
+            "destination",
+            "version",
+            "cursor",
+            "time",
+            "outcome",
+        ]);
+    let mut failed = Vec::new();
+    for (label, r) in &results {
+        match r {
+            Ok(r) => {
+                t.add_row([
+                    label.clone(),
+                    mode_name(r.mode).into(),
+                    r.rows.to_string(),
+                    r.destination.to_string(),
+                    r.version
+                        .map(|v| v.to_string())
+                        .unwrap_or_else(|| "-".into()),
+                    r.cursor.clone().unwrap_or_default(),
+                    format!("{:.1?}", r.duration),
+                    if r.added_columns.is_empty() {
+                        "ok".to_string()
+                    } else {
+                        format!("ok, added columns: {}", r.added_columns.join(", "))
+                    },
+                ]);
+            }
+            Err(e) => {
+                failed.push(label.clone());
+                t.add_row([
+                    label.clone(),
+                    String::new(),
+                    String::new(),
+                    String::new(),
+                    String::new(),
+                    String::new(),
+                    String::new(),
+                    format!("failed: {e}"),
+                ]);
+            }
+        }
+    }
+    if ctx.json {
+        let rows: Vec<_> = results
+            .iter()
+            .map(|(label, r)| match r {
+                Ok(r) => serde_json::json!({"stream": label, "ok": true, "rows": r.rows, "destination": r.destination.to_string(), "version": r.version, "cursor": r.cursor}),
+                Err(e) => serde_json::json!({"stream": label, "ok": false, "error": e}),
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+    } else if !ctx.quiet {
+        println!("{t}");
+        println!("{} streams in {:.1?}", results.len(), started.elapsed());
+    }
+    if !failed.is_empty() {
+        bail!(
+            "{} of {} streams failed ({}); the others were committed. Nothing of a failed stream was written",
+            failed.len(),
+            results.len(),
+            failed.join(", ")
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,112 @@
+//! `strata sources` and `strata ingest` against the machine's PostgreSQL.
+
+use crate::{ok, project, stderr, strata};
+
+fn psql(url: &str, sql: &str) {
+    let o = std::process::Command::new("psql")
+        .args([url, "-v", "ON_ERROR_STOP=1", "-qc", sql])
+        .output()
+        .expect("psql runs");
+    assert!(
+        o.status.success(),
+        "{sql}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+#[test]
+fn ingest_a_postgres_source_end_to_end() {
+    let Ok(url) = std::env::var("STRATA_IT_POSTGRES") else {
+        eprintln!("SKIP ingest_a_postgres_source_end_to_end: STRATA_IT_POSTGRES is not set");
+        return;
+    };
+    let schema = format!("cli_src_{}", std::process::id());
+    psql(
+        &url,
+        &format!(
+            "DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema};
+             CREATE TABLE {schema}.orders (id int PRIMARY KEY, amount numeric(10,2), updated_at timestamptz NOT NULL);
+             INSERT INTO {schema}.orders SELECT g, g * 1.5, '2024-01-01'::timestamptz + g * interval '1 minute' FROM generate_series(1, 5000) g;"
+        ),
+    );
+    let (_tmp, dir) = project();
+    std::fs::write(
+        dir.join("sources/shop.yml"),
+        format!(
+            "type: postgres\nurl: {url}\nschemas: [{schema}]\nstreams:\n  - table: {schema}.orders\n    mode: incremental\n    cursor: updated_at\n    primary_key: [id]\n"
+        ),
+    )
+    .unwrap();
+    let listed = ok(&dir, &["sources", "list"]);
+    assert!(
+        listed.contains("raw.shop_orders") && listed.contains("incremental"),
+        "{listed}"
+    );
+    assert!(ok(&dir, &["sources", "check", "shop"]).contains("connected"));
+    let found = ok(&dir, &["sources", "discover", "shop"]);
+    assert!(
+        found.contains(&format!("{schema}.orders")) && found.contains("primary_key: [id]"),
+        "{found}"
+    );
+
+    let out = ok(&dir, &["ingest", "--json"]);
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(report[0]["rows"], 5000);
+    psql(
+        &url,
+        &format!(
+            "UPDATE {schema}.orders SET amount = 0, updated_at = '2030-01-01' WHERE id <= 10;"
+        ),
+    );
+    let out = ok(&dir, &["ingest", "shop.orders", "--json"]);
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    // The row tied at the previous cursor is re-read, plus the 10 updated rows.
+    assert_eq!(report[0]["rows"], 11, "{out}");
+    assert_eq!(
+        ok(
+            &dir,
+            &[
+                "sql",
+                "select count(*) as n, sum(case when amount = 0 then 1 else 0 end) as zero from raw.shop_orders",
+                "-f",
+                "csv"
+            ]
+        ),
+        "n,zero\n5000,10\n"
+    );
+    let history = ok(&dir, &["sources", "history"]);
+    assert!(
+        history.contains("shop.orders") && history.contains("success"),
+        "{history}"
+    );
+
+    // Unknown names and unreachable servers: clear messages, non-zero exit.
+    let o = strata(&dir, &["ingest", "shop.nope"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("has no stream `nope`"),
+        "{}",
+        stderr(&o)
+    );
+    std::fs::write(
+        dir.join("sources/down.yml"),
+        "type: postgres\nurl: postgres://strata:hunter2@127.0.0.1:1/x\nstreams:\n  - table: t\n",
+    )
+    .unwrap();
+    let o = strata(&dir, &["sources", "check", "down"]);
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("unreachable") && !stderr(&o).contains("hunter2"),
+        "{}",
+        stderr(&o)
+    );
+    // One stream failing does not stop the others; the exit code says something failed.
+    let o = strata(&dir, &["ingest"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("1 of 2 streams failed (down.t)"),
+        "{}",
+        stderr(&o)
+    );
+    psql(&url, &format!("DROP SCHEMA {schema} CASCADE"));
+}
