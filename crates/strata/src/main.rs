@@ -815,8 +815,11 @@ async fn run_demo(cli: &Cli, dir: &Path, scale: u64) -> Result<()> {
         }
     }
     if !ctx.quiet {
+        let exe = std::env::current_exe()
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|_| "strata".into());
         println!(
-            "Try it yourself:\n  cd {}\n  strata tables\n  strata sql \"select status, count(*) from raw.orders group by status\"\n  strata shell",
+            "Try it yourself (the binary is {exe}; `cargo install --path crates/strata` puts `strata` on your PATH):\n  cd {}\n  strata tables\n  strata sql \"select status, count(*) from raw.orders group by status\"\n  strata shell",
             dir.display()
         );
     }
