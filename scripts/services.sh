@@ -43,3 +43,16 @@ if ! psql -h 127.0.0.1 -U postgres -d test -c 'select 1' >/dev/null 2>&1; then
   fi
   su postgres -c "createdb test" 2>/dev/null || true
 fi
+
+# MariaDB (MySQL source tests): 127.0.0.1:3306, root without a password, database `test`.
+if ! command -v mariadbd >/dev/null 2>&1 && [ ! -x /usr/sbin/mariadbd ]; then
+  echo "services: installing MariaDB"
+  apt_install mariadb-server mariadb-client
+fi
+if ! mariadb-admin -h 127.0.0.1 -u root ping >/dev/null 2>&1; then
+  echo "services: starting MariaDB"
+  mkdir -p /run/mysqld && chown mysql:mysql /run/mysqld 2>/dev/null || true
+  start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd -- --user=mysql >/dev/null
+  wait_for MariaDB "mariadb-admin -h 127.0.0.1 -u root ping"
+fi
+mariadb -h 127.0.0.1 -u root -e 'CREATE DATABASE IF NOT EXISTS test' >/dev/null 2>&1 || true

@@ -38,6 +38,7 @@ for _ in $(seq 1 60); do
 done
 export STRATA_IT_S3_ENDPOINT="http://127.0.0.1:$moto_port"
 export STRATA_IT_POSTGRES="postgres://postgres@127.0.0.1:5432/test"
+export STRATA_IT_MYSQL="mysql://root@127.0.0.1:3306/test"
 
 step "format"
 cargo fmt --all -- --check

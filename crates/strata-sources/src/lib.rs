@@ -17,6 +17,8 @@
 #![warn(missing_docs)]
 
 pub mod ingest;
+#[cfg(feature = "mysql")]
+pub mod mysql;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 
@@ -65,6 +67,8 @@ pub fn connect(def: &SourceDef) -> Result<Box<dyn Source>> {
     match def.kind.as_str() {
         #[cfg(feature = "postgres")]
         "postgres" => Ok(Box::new(postgres::PostgresSource::new(def)?)),
+        #[cfg(feature = "mysql")]
+        "mysql" => Ok(Box::new(mysql::MysqlSource::new(def)?)),
         other => Err(Error::config(
             &def.name,
             &format!("source type `{other}` is not available in this build of Strata"),
