@@ -405,6 +405,31 @@ async fn schema_changes_follow_the_policy() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn incompatible_type_change_goes_to_quarantine() {
+    let Some(pg) = Pg::new("quarantine").await else {
+        return;
+    };
+    pg.exec("CREATE TABLE {s}.m (id int PRIMARY KEY, v int); INSERT INTO {s}.m VALUES (1, 10);")
+        .await;
+    let env = env().await;
+    let yml = format!(
+        "type: postgres\nurl: {}\nstreams:\n  - table: {}.m\n    mode: append\n    on_schema_change: quarantine\n",
+        pg.url, pg.schema
+    );
+    ingest(&env, &source(&env, &yml), IngestOptions::default()).await;
+    pg.exec("ALTER TABLE {s}.m ALTER COLUMN v TYPE text USING v::text; INSERT INTO {s}.m VALUES (2, 'twenty');").await;
+    let r = ingest(&env, &source(&env, &yml), IngestOptions::default()).await;
+    assert_eq!(r[0].destination.to_string(), "raw.shop_m__quarantine");
+    // The main table is untouched; the incompatible rows wait in quarantine.
+    assert_eq!(rows(&env.lake, "raw.shop_m", "id, v").await, vec!["1|10"]);
+    assert_eq!(
+        rows(&env.lake, "raw.shop_m__quarantine", "id, v").await,
+        vec!["1|10", "2|twenty"]
+    );
+    pg.drop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn check_and_discover_explain_themselves() {
     let Some(pg) = Pg::new("check").await else {
         return;
