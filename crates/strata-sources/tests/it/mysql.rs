@@ -4,8 +4,9 @@
 use std::sync::Arc;
 
 use mysql_async::prelude::Queryable;
-use strata_lake::deltalake::datafusion::prelude::SessionContext;
-use strata_lake::{Lake, TableName};
+use strata_lake::Lake;
+
+use crate::rows;
 use strata_project::{Redactor, load_source};
 use strata_sources::ingest::{IngestOptions, Progress, run_stream};
 
@@ -80,39 +81,6 @@ async fn load(
             .await
             .unwrap_or_else(|e| panic!("{e}")),
         );
-    }
-    out
-}
-
-async fn rows(lake: &Lake, t: &str, cols: &str) -> Vec<String> {
-    let t: TableName = t.parse().unwrap();
-    let table = lake.open_table(&t).await.unwrap();
-    let ctx = SessionContext::new();
-    ctx.register_table("t", table.table_provider().await.unwrap())
-        .unwrap();
-    let batches = ctx
-        .sql(&format!("SELECT {cols} FROM t ORDER BY 1"))
-        .await
-        .unwrap()
-        .collect()
-        .await
-        .unwrap();
-    let opts = arrow::util::display::FormatOptions::default().with_null("NULL");
-    let mut out = Vec::new();
-    for b in &batches {
-        let f: Vec<_> = b
-            .columns()
-            .iter()
-            .map(|c| arrow::util::display::ArrayFormatter::try_new(c.as_ref(), &opts).unwrap())
-            .collect();
-        for r in 0..b.num_rows() {
-            out.push(
-                f.iter()
-                    .map(|f| f.value(r).to_string())
-                    .collect::<Vec<_>>()
-                    .join("|"),
-            );
-        }
     }
     out
 }
