@@ -46,6 +46,19 @@ pub enum SchemaChangePolicy {
     Quarantine,
 }
 
+/// What to do with rows a connector cannot read (a CSV line with too many fields, a
+/// value that does not parse as its column's type, a JSON line that is not JSON).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum BadRowsPolicy {
+    /// Load the good rows; keep each bad one, with its file, line and reason, in
+    /// `<destination>__rejected`.
+    #[default]
+    Reject,
+    /// Stop the stream before anything is committed.
+    Fail,
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct SourceFile {
@@ -94,6 +107,10 @@ struct StreamFile {
     partition_by: Vec<String>,
     #[serde(default)]
     on_schema_change: SchemaChangePolicy,
+    #[serde(default)]
+    on_bad_rows: BadRowsPolicy,
+    #[serde(default)]
+    options: BTreeMap<String, Spanned<String>>,
 }
 
 /// A validated source definition.
@@ -148,6 +165,11 @@ pub struct StreamDef {
     pub partition_by: Vec<String>,
     /// Incompatible schema changes.
     pub on_schema_change: SchemaChangePolicy,
+    /// Rows the connector cannot read.
+    pub on_bad_rows: BadRowsPolicy,
+    /// Connector-specific options of this stream (a file glob, a REST path, …), secrets
+    /// resolved.
+    pub options: BTreeMap<String, String>,
 }
 
 /// Connector kinds this build knows.
@@ -254,7 +276,11 @@ pub fn load_source(path: &Path, redactor: &Redactor) -> Result<SourceDef> {
                 format!("stream `{stream_name}` is declared twice"),
             ));
         }
-        if s.table.is_some() == s.query.is_some() && file.kind.value != "files" {
+        // Files and Redis streams track their own position (files loaded, last entry id);
+        // databases and APIs need a cursor column, and a key to merge rows tied at it.
+        let own_state = matches!(file.kind.value.as_str(), "files" | "redis");
+        let needs_table_or_query = matches!(file.kind.value.as_str(), "postgres" | "mysql" | "sqlite");
+        if needs_table_or_query && s.table.is_some() == s.query.is_some() {
             return Err(invalid(
                 path,
                 at.as_ref(),
@@ -274,7 +300,7 @@ pub fn load_source(path: &Path, redactor: &Redactor) -> Result<SourceDef> {
             .as_ref()
             .map(|m| m.value)
             .unwrap_or(SyncMode::FullRefresh);
-        if mode == SyncMode::Incremental && s.cursor.is_none() {
+        if mode == SyncMode::Incremental && s.cursor.is_none() && !own_state {
             let loc = s.mode.as_ref().map(|m| m.referenced).or(at);
             return Err(invalid(
                 path,
@@ -284,7 +310,7 @@ pub fn load_source(path: &Path, redactor: &Redactor) -> Result<SourceDef> {
                 ),
             ));
         }
-        if mode == SyncMode::Incremental && s.primary_key.is_empty() {
+        if mode == SyncMode::Incremental && s.primary_key.is_empty() && !own_state {
             let loc = s.mode.as_ref().map(|m| m.referenced).or(at);
             return Err(invalid(
                 path,
@@ -301,6 +327,11 @@ pub fn load_source(path: &Path, redactor: &Redactor) -> Result<SourceDef> {
                 format!("stream `{stream_name}`: use `columns:` or `exclude:`, not both"),
             ));
         }
+        let stream_options = s
+            .options
+            .iter()
+            .map(|(k, v)| Ok((k.clone(), interpolate(v)?)))
+            .collect::<Result<_>>()?;
         streams.push(StreamDef {
             name: stream_name,
             table: s.table.map(|t| t.value),
@@ -315,6 +346,8 @@ pub fn load_source(path: &Path, redactor: &Redactor) -> Result<SourceDef> {
             deleted_flag: s.deleted_flag,
             partition_by: s.partition_by,
             on_schema_change: s.on_schema_change,
+            on_bad_rows: s.on_bad_rows,
+            options: stream_options,
         });
     }
     Ok(SourceDef {

@@ -20,9 +20,9 @@ use strata_lake::deltalake::datafusion::error::DataFusionError;
 use strata_lake::deltalake::datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use strata_lake::deltalake::datafusion::prelude::SessionContext;
 use strata_lake::{Lake, MergeClause, TableName, WriteMode, WriteOptions};
-use strata_project::{SchemaChangePolicy, SourceDef, StreamDef, SyncMode};
+use strata_project::{BadRowsPolicy, SchemaChangePolicy, SourceDef, StreamDef, SyncMode};
 
-use crate::{Error, Result, Source};
+use crate::{Error, ReadContext, ReadReport, RejectedRow, Result, Source};
 
 /// Commit-info key holding a stream's state.
 pub const STATE_KEY: &str = "strata.ingest";
@@ -53,6 +53,8 @@ pub struct StreamReport {
     pub cursor: Option<String>,
     /// Columns added to the destination by schema evolution.
     pub added_columns: Vec<String>,
+    /// Rows the connector could not read, kept in `<destination>__rejected`.
+    pub rejected: u64,
     /// Wall time.
     pub duration: Duration,
 }
@@ -73,6 +75,8 @@ pub struct StreamState {
     pub cursor: Option<String>,
     /// Runs committed so far (the `txn` version).
     pub runs: i64,
+    /// The connector's own state (files loaded, last entry id), when it keeps one.
+    pub saved: Option<serde_json::Value>,
 }
 
 fn app_id(source: &str, stream: &str) -> String {
@@ -104,6 +108,7 @@ pub async fn load_state(lake: &Lake, source: &str, stream: &StreamDef) -> Result
         Some((_, v)) => StreamState {
             cursor: v.get("cursor").and_then(|c| c.as_str()).map(str::to_string),
             runs: v.get("runs").and_then(|r| r.as_i64()).unwrap_or(0),
+            saved: v.get("state").filter(|s| !s.is_null()).cloned(),
         },
         None => StreamState::default(),
     })
@@ -136,8 +141,18 @@ pub async fn run_stream(
         SyncMode::Incremental => state.cursor.clone(),
         _ => None,
     };
-    let (schema, batches) = source.read(stream, since.as_deref()).await?;
     let dest = &stream.destination;
+    let rejects_table = rejects_table_of(dest).map_err(|e| Error::config(&def.name, &e))?;
+    clear_orphan_rejects(lake, &rejects_table, def, stream, state.runs)
+        .await
+        .map_err(lake_err)?;
+    let report = Arc::new(ReadReport::default());
+    let ctx = ReadContext {
+        since: since.clone(),
+        saved: state.saved.clone(),
+        report: Arc::clone(&report),
+    };
+    let (schema, batches) = source.read(stream, &ctx).await?;
     let exists = lake.table_exists(dest).await.map_err(lake_err)?;
 
     // Schema changes against the destination.
@@ -187,6 +202,20 @@ pub async fn run_stream(
             b
         })
     };
+    // When the source is exhausted, and before the rows are committed, the rejected rows
+    // are written (or the stream fails, per its policy).
+    let counted = {
+        let finish = finish_rejects(
+            lake.clone(),
+            rejects_table.clone(),
+            def.name.clone(),
+            stream.clone(),
+            state.runs + 1,
+            run_id.clone(),
+            Arc::clone(&report),
+        );
+        counted.chain(futures::stream::once(finish).filter_map(|r| async move { r.err().map(Err) }))
+    };
 
     let commit = |cursor: Option<String>, rows: u64| {
         let mut meta = HashMap::new();
@@ -195,6 +224,8 @@ pub async fn run_stream(
             serde_json::json!({
                 "source": def.name, "stream": stream.name, "cursor": cursor,
                 "runs": state.runs + 1, "rows": rows, "run_id": run_id,
+                "state": report.state(),
+                "rejected": report.rejected_count(),
             }),
         );
         WriteOptions {
@@ -242,13 +273,15 @@ pub async fn run_stream(
                 .into_iter()
                 .collect::<Result<_>>()?;
             let rows: u64 = collected.iter().map(|b| b.num_rows() as u64).sum();
-            let cursor_name = cursor_col
+            let cursor = cursor_col
                 .as_deref()
-                .expect("incremental streams have a cursor");
-            let cursor = max_value(&collected, cursor_name).or(since.clone());
-            if rows == 0 {
+                .and_then(|c| max_value(&collected, c))
+                .or(since.clone());
+            // Nothing new, and no connector state or rejected rows to record: no commit.
+            let state_moved = report.state().is_some() && report.state() != state.saved;
+            if rows == 0 && !state_moved && report.rejected_count() == 0 {
                 (None, 0, cursor)
-            } else if !exists
+            } else if rows == 0 || !exists
                 || stream.primary_key.is_empty()
                 || target != *dest
                 || opts.full_refresh
@@ -258,8 +291,13 @@ pub async fn run_stream(
                 } else {
                     WriteMode::Append
                 };
+                let batches = if collected.is_empty() {
+                    vec![RecordBatch::new_empty(Arc::clone(&schema))]
+                } else {
+                    collected
+                };
                 let out = lake
-                    .write_batches(&target, collected, mode, &commit(cursor.clone(), rows))
+                    .write_batches(&target, batches, mode, &commit(cursor.clone(), rows))
                     .await
                     .map_err(lake_err)?;
                 (Some(out.version), rows, cursor)
@@ -333,8 +371,142 @@ pub async fn run_stream(
         version,
         cursor,
         added_columns,
+        rejected: report.rejected_count(),
         duration: started.elapsed(),
     })
+}
+
+/// `<destination>__rejected`.
+pub fn rejects_table_of(dest: &TableName) -> std::result::Result<TableName, String> {
+    TableName::new(&dest.namespace, &format!("{}__rejected", dest.name)).map_err(|e| e.to_string())
+}
+
+fn sql_str(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+/// Rejected rows of a run that never committed (the process died between writing them
+/// and committing the rows) are removed, so each rejected row is kept exactly once.
+async fn clear_orphan_rejects(
+    lake: &Lake,
+    rejects: &TableName,
+    def: &SourceDef,
+    stream: &StreamDef,
+    committed_runs: i64,
+) -> strata_lake::Result<()> {
+    if !lake.table_exists(rejects).await? {
+        return Ok(());
+    }
+    let predicate = format!(
+        "source = {} AND stream = {} AND run > {committed_runs}",
+        sql_str(&def.name),
+        sql_str(&stream.name)
+    );
+    lake.delete(rejects, Some(&predicate), None).await?;
+    Ok(())
+}
+
+fn rejects_schema() -> SchemaRef {
+    use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+    Arc::new(Schema::new(vec![
+        Field::new("source", DataType::Utf8, false),
+        Field::new("stream", DataType::Utf8, false),
+        Field::new("run", DataType::Int64, false),
+        Field::new("run_id", DataType::Utf8, false),
+        Field::new("location", DataType::Utf8, false),
+        Field::new("line", DataType::Int64, true),
+        Field::new("reason", DataType::Utf8, false),
+        Field::new("raw", DataType::Utf8, false),
+        Field::new(
+            "rejected_at",
+            DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+            false,
+        ),
+    ]))
+}
+
+fn rejects_batch(
+    source: &str,
+    stream: &str,
+    run: i64,
+    run_id: &str,
+    rows: &[RejectedRow],
+) -> std::result::Result<RecordBatch, arrow::error::ArrowError> {
+    use arrow::array::{Int64Array, StringArray, TimestampMicrosecondArray};
+    let n = rows.len();
+    let now = chrono::Utc::now().timestamp_micros();
+    RecordBatch::try_new(
+        rejects_schema(),
+        vec![
+            Arc::new(StringArray::from(vec![source; n])),
+            Arc::new(StringArray::from(vec![stream; n])),
+            Arc::new(Int64Array::from(vec![run; n])),
+            Arc::new(StringArray::from(vec![run_id; n])),
+            Arc::new(StringArray::from_iter_values(
+                rows.iter().map(|r| r.location.as_str()),
+            )),
+            Arc::new(Int64Array::from_iter(
+                rows.iter().map(|r| r.line.map(|l| l as i64)),
+            )),
+            Arc::new(StringArray::from_iter_values(
+                rows.iter().map(|r| r.reason.as_str()),
+            )),
+            Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.raw.as_str()))),
+            Arc::new(TimestampMicrosecondArray::from(vec![now; n]).with_timezone("UTC")),
+        ],
+    )
+}
+
+/// Applies the stream's bad-rows policy once its source is exhausted: fail, or append the
+/// rejected rows (tagged with the run number the rows' commit will carry).
+async fn finish_rejects(
+    lake: Lake,
+    rejects: TableName,
+    source: String,
+    stream: StreamDef,
+    run: i64,
+    run_id: String,
+    report: Arc<ReadReport>,
+) -> Result<()> {
+    let rows = report.take_rejected();
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let first = &rows[0];
+    let where_ = format!(
+        "{}{}",
+        first.location,
+        first.line.map(|l| format!(":{l}")).unwrap_or_default()
+    );
+    if stream.on_bad_rows == BadRowsPolicy::Fail {
+        return Err(Error::Read {
+            source_name: source,
+            stream: Some(stream.name.clone()),
+            message: format!(
+                "{} row(s) could not be read, the first at {where_}: {}; nothing was written (set `on_bad_rows: reject` to load the good rows and keep the bad ones in {rejects})",
+                rows.len(),
+                first.reason
+            ),
+        });
+    }
+    tracing::warn!(source = %source, stream = %stream.name, rejected = rows.len(), table = %rejects, "Rows rejected; the first at {where_}: {}", first.reason);
+    let lake_err = |e: strata_lake::Error| Error::Lake {
+        source_name: source.clone(),
+        stream: stream.name.clone(),
+        error: Box::new(e),
+    };
+    let batch = rejects_batch(&source, &stream.name, run, &run_id, &rows)
+        .map_err(|e| lake_err(strata_lake::Error::Invalid(e.to_string())))?;
+    let opts = WriteOptions {
+        description: Some(
+            "Rows Strata could not load, with the file/line and the reason".to_string(),
+        ),
+        ..Default::default()
+    };
+    lake.write_batches(&rejects, vec![batch], WriteMode::Append, &opts)
+        .await
+        .map_err(lake_err)?;
+    Ok(())
 }
 
 /// A read error that surfaced inside the writer is reported as the read error it is.

@@ -23,6 +23,8 @@ pub mod mysql;
 pub mod postgres;
 
 use std::pin::Pin;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
@@ -54,12 +56,97 @@ pub trait Source: Send + Sync {
     async fn check(&self) -> Result<()>;
     /// Lists the tables the source offers, with their columns and keys.
     async fn discover(&self) -> Result<Vec<DiscoveredStream>>;
-    /// Reads a stream: every row, or those whose cursor is at or past `since`.
-    async fn read(
-        &self,
-        stream: &StreamDef,
-        since: Option<&str>,
-    ) -> Result<(SchemaRef, BatchStream)>;
+    /// Reads a stream: every row, or those whose cursor is at or past `ctx.since`.
+    ///
+    /// Connectors that keep state of their own (files already loaded, the last id of a
+    /// Redis stream) find it in `ctx.saved` and report the new state, and any rows they
+    /// could not read, through `ctx.report` while the batches are consumed.
+    async fn read(&self, stream: &StreamDef, ctx: &ReadContext)
+    -> Result<(SchemaRef, BatchStream)>;
+}
+
+/// What a read starts from, and where the connector reports back.
+#[derive(Debug, Clone, Default)]
+pub struct ReadContext {
+    /// Cursor value of the last committed load (incremental streams), in the literal
+    /// syntax of the source; rows at or past it are read.
+    pub since: Option<String>,
+    /// The connector's own state as committed with the previous load.
+    pub saved: Option<serde_json::Value>,
+    /// Filled by the connector while its batches are consumed.
+    pub report: std::sync::Arc<ReadReport>,
+}
+
+/// The most rejected rows one read may hold before it stops: past this the input is
+/// almost certainly read with the wrong format options.
+pub const MAX_REJECTED_ROWS: usize = 100_000;
+
+/// A row the connector could not read; it lands in `<destination>__rejected`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RejectedRow {
+    /// File path or URL the row came from.
+    pub location: String,
+    /// 1-based line (files) or record number (APIs), when known.
+    pub line: Option<u64>,
+    /// Why it was rejected, in plain words.
+    pub reason: String,
+    /// The row as read (truncated to 4 KiB).
+    pub raw: String,
+}
+
+/// State and rejected rows a connector reports while its batches are consumed.
+#[derive(Debug, Default)]
+pub struct ReadReport {
+    state: Mutex<Option<serde_json::Value>>,
+    rejected: Mutex<Vec<RejectedRow>>,
+    rejected_total: AtomicU64,
+}
+
+impl ReadReport {
+    /// Sets the state to commit with the rows read (replaces any earlier value).
+    pub fn set_state(&self, state: serde_json::Value) {
+        *self.state.lock().unwrap_or_else(|p| p.into_inner()) = Some(state);
+    }
+
+    /// The state reported so far.
+    pub fn state(&self) -> Option<serde_json::Value> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Records a rejected row. Errors once more than [`MAX_REJECTED_ROWS`] are held.
+    pub fn reject(&self, mut row: RejectedRow) -> std::result::Result<(), String> {
+        if row.raw.len() > 4096 {
+            let mut cut = 4096;
+            while !row.raw.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            row.raw.truncate(cut);
+        }
+        let total = self.rejected_total.fetch_add(1, Ordering::Relaxed) + 1;
+        if total as usize > MAX_REJECTED_ROWS {
+            return Err(format!(
+                "more than {MAX_REJECTED_ROWS} rows were rejected (the last: {}{}: {}); the format options probably do not match the input",
+                row.location,
+                row.line.map(|l| format!(":{l}")).unwrap_or_default(),
+                row.reason
+            ));
+        }
+        self.rejected
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(row);
+        Ok(())
+    }
+
+    /// How many rows were rejected so far.
+    pub fn rejected_count(&self) -> u64 {
+        self.rejected_total.load(Ordering::Relaxed)
+    }
+
+    /// Takes the rejected rows held so far.
+    pub fn take_rejected(&self) -> Vec<RejectedRow> {
+        std::mem::take(&mut *self.rejected.lock().unwrap_or_else(|p| p.into_inner()))
+    }
 }
 
 /// Opens the connector for a source definition.

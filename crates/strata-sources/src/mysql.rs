@@ -428,8 +428,9 @@ impl Source for MysqlSource {
     async fn read(
         &self,
         stream: &StreamDef,
-        since: Option<&str>,
+        ctx: &crate::ReadContext,
     ) -> Result<(SchemaRef, BatchStream)> {
+        let since = ctx.since.as_deref();
         let mut conn = self.connect().await?;
         let read_err = |m: String| Error::Read {
             source_name: self.name.clone(),

@@ -352,10 +352,18 @@ pub(crate) async fn ingest(
                         .unwrap_or_else(|| "-".into()),
                     r.cursor.clone().unwrap_or_default(),
                     format!("{:.1?}", r.duration),
-                    if r.added_columns.is_empty() {
-                        "ok".to_string()
-                    } else {
-                        format!("ok, added columns: {}", r.added_columns.join(", "))
+                    {
+                        let mut notes = vec!["ok".to_string()];
+                        if !r.added_columns.is_empty() {
+                            notes.push(format!("added columns: {}", r.added_columns.join(", ")));
+                        }
+                        if r.rejected > 0 {
+                            notes.push(format!(
+                                "{} rows rejected → {}__rejected",
+                                r.rejected, r.destination
+                            ));
+                        }
+                        notes.join(", ")
                     },
                 ]);
             }
@@ -378,7 +386,7 @@ pub(crate) async fn ingest(
         let rows: Vec<_> = results
             .iter()
             .map(|(label, r)| match r {
-                Ok(r) => serde_json::json!({"stream": label, "ok": true, "rows": r.rows, "destination": r.destination.to_string(), "version": r.version, "cursor": r.cursor}),
+                Ok(r) => serde_json::json!({"stream": label, "ok": true, "rows": r.rows, "destination": r.destination.to_string(), "version": r.version, "cursor": r.cursor, "rejected": r.rejected}),
                 Err(e) => serde_json::json!({"stream": label, "ok": false, "error": e}),
             })
             .collect();

@@ -237,8 +237,9 @@ impl Source for PostgresSource {
     async fn read(
         &self,
         stream: &StreamDef,
-        since: Option<&str>,
+        ctx: &crate::ReadContext,
     ) -> Result<(SchemaRef, BatchStream)> {
+        let since = ctx.since.as_deref();
         let client = self.connect().await?;
         let read_err = |message: String| Error::Read {
             source_name: self.name.clone(),
