@@ -56,3 +56,14 @@ if ! mariadb-admin -h 127.0.0.1 -u root ping >/dev/null 2>&1; then
   wait_for MariaDB "mariadb-admin -h 127.0.0.1 -u root ping"
 fi
 mariadb -h 127.0.0.1 -u root -e 'CREATE DATABASE IF NOT EXISTS test' >/dev/null 2>&1 || true
+
+# Redis (Redis source tests): 127.0.0.1:6379, no password.
+if ! command -v redis-server >/dev/null 2>&1; then
+  echo "services: installing Redis"
+  apt_install redis-server
+fi
+if ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
+  echo "services: starting Redis"
+  redis-server --bind 127.0.0.1 --port 6379 --daemonize yes --save "" --appendonly no >/dev/null
+  wait_for Redis "redis-cli -h 127.0.0.1 -p 6379 ping"
+fi

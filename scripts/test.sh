@@ -39,6 +39,7 @@ done
 export STRATA_IT_S3_ENDPOINT="http://127.0.0.1:$moto_port"
 export STRATA_IT_POSTGRES="postgres://postgres@127.0.0.1:5432/test"
 export STRATA_IT_MYSQL="mysql://root@127.0.0.1:3306/test"
+export STRATA_IT_REDIS="redis://127.0.0.1:6379"
 
 step "format"
 cargo fmt --all -- --check

@@ -25,6 +25,21 @@ use deltalake::{DeltaResult, DeltaTableError, Path};
 use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
 use url::Url;
 
+/// Opens the object store at `url` (`file://`, `s3://…` with the lake's S3 options), scoped
+/// to the URL's path: locations inside it are relative. Sources read files through this, so
+/// they reach every store the lake can.
+pub fn open_store(
+    url: &Url,
+    options: &std::collections::HashMap<String, String>,
+) -> crate::Result<ObjectStoreRef> {
+    register();
+    deltalake::logstore::store_for(url, options.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .map_err(|e| crate::Error::Location {
+            url: strata_types::redact_url_password(url.as_str()),
+            message: e.to_string(),
+        })
+}
+
 /// Registers the S3 factories with Delta once per process.
 pub(crate) fn register() {
     static ONCE: Once = Once::new();

@@ -281,7 +281,8 @@ pub async fn run_stream(
             let state_moved = report.state().is_some() && report.state() != state.saved;
             if rows == 0 && !state_moved && report.rejected_count() == 0 {
                 (None, 0, cursor)
-            } else if rows == 0 || !exists
+            } else if rows == 0
+                || !exists
                 || stream.primary_key.is_empty()
                 || target != *dest
                 || opts.full_refresh
@@ -451,7 +452,9 @@ fn rejects_batch(
             Arc::new(StringArray::from_iter_values(
                 rows.iter().map(|r| r.reason.as_str()),
             )),
-            Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.raw.as_str()))),
+            Arc::new(StringArray::from_iter_values(
+                rows.iter().map(|r| r.raw.as_str()),
+            )),
             Arc::new(TimestampMicrosecondArray::from(vec![now; n]).with_timezone("UTC")),
         ],
     )

@@ -16,11 +16,18 @@
 //! listed in [`connect`].
 #![warn(missing_docs)]
 
+#[cfg(feature = "files")]
+pub mod files;
 pub mod ingest;
+pub mod json;
 #[cfg(feature = "mysql")]
 pub mod mysql;
 #[cfg(feature = "postgres")]
 pub mod postgres;
+#[cfg(feature = "redis")]
+pub mod redis;
+#[cfg(feature = "sqlite")]
+pub mod sqlite;
 
 use std::pin::Pin;
 use std::sync::Mutex;
@@ -156,6 +163,12 @@ pub fn connect(def: &SourceDef) -> Result<Box<dyn Source>> {
         "postgres" => Ok(Box::new(postgres::PostgresSource::new(def)?)),
         #[cfg(feature = "mysql")]
         "mysql" => Ok(Box::new(mysql::MysqlSource::new(def)?)),
+        #[cfg(feature = "sqlite")]
+        "sqlite" => Ok(Box::new(sqlite::SqliteSource::new(def)?)),
+        #[cfg(feature = "redis")]
+        "redis" => Ok(Box::new(redis::RedisSource::new(def)?)),
+        #[cfg(feature = "files")]
+        "files" => Ok(Box::new(files::FilesSource::new(def)?)),
         other => Err(Error::config(
             &def.name,
             &format!("source type `{other}` is not available in this build of Strata"),

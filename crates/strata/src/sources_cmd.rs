@@ -141,10 +141,17 @@ pub(crate) async fn run(ctx: &Ctx, cmd: &SourcesCommand) -> Result<()> {
                 }
             }
             println!("{t}");
-            println!(
-                "\nStarter streams for {} (paste into it and adjust):\n\n{yaml}",
-                def.file.display()
-            );
+            if matches!(def.kind.as_str(), "postgres" | "mysql" | "sqlite") {
+                println!(
+                    "\nStarter streams for {} (paste into it and adjust):\n\n{yaml}",
+                    def.file.display()
+                );
+            } else {
+                println!(
+                    "\nThe columns each stream declared in {} loads as now.",
+                    def.file.display()
+                );
+            }
         }
         SourcesCommand::History { limit } => {
             let Some(meta) = &ctx.meta else {

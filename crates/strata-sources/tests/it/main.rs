@@ -1,8 +1,11 @@
 //! Integration tests of sources against real services (PostgreSQL on the machine),
 //! each in its own schema, loading into a lake in a temporary directory.
 
+mod files;
 mod mysql;
 mod postgres;
+mod redis;
+mod sqlite;
 
 use strata_lake::deltalake::datafusion::prelude::SessionContext;
 use strata_lake::{Lake, TableName};

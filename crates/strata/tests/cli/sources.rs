@@ -110,3 +110,50 @@ fn ingest_a_postgres_source_end_to_end() {
     );
     psql(&url, &format!("DROP SCHEMA {schema} CASCADE"));
 }
+
+#[test]
+fn ingest_files_with_rejected_lines_and_query_them() {
+    let (_tmp, dir) = project();
+    std::fs::create_dir_all(dir.join("landing/orders")).unwrap();
+    std::fs::write(
+        dir.join("landing/orders/jan.csv"),
+        "Order ID,Amount,Placed On\n1,10.5,2024-01-01\n2,oops,2024-01-02\n3,7,2024-01-03\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("sources/drops.yml"),
+        "type: files\nurl: landing\nstreams:\n  - name: orders\n    mode: incremental\n    primary_key: [order_id]\n    options:\n      path: orders/*.csv\n      column_types: amount=double\n",
+    )
+    .unwrap();
+    assert!(ok(&dir, &["sources", "check", "drops"]).contains("connected"));
+    let found = ok(&dir, &["sources", "discover", "drops"]);
+    assert!(
+        found.contains("order_id Int64")
+            && found.contains("amount Float64")
+            && found.contains("placed_on Date32"),
+        "{found}"
+    );
+    let out = ok(&dir, &["ingest"]);
+    assert!(
+        out.contains("1 rows rejected → raw.drops_orders__rejected"),
+        "{out}"
+    );
+    let q = ok(
+        &dir,
+        &[
+            "sql",
+            "--format",
+            "csv",
+            "select line, reason from raw.drops_orders__rejected",
+        ],
+    );
+    assert!(
+        q.contains("3,column `amount`: `oops` is not a number"),
+        "{q}"
+    );
+    // A second run finds no new file and commits nothing.
+    let again = ok(&dir, &["ingest", "--json"]);
+    let report: serde_json::Value = serde_json::from_str(&again).unwrap();
+    assert_eq!(report[0]["rows"], 0);
+    assert_eq!(report[0]["version"], serde_json::Value::Null);
+}
