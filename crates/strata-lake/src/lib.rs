@@ -33,10 +33,10 @@ mod views;
 pub use deltalake;
 pub use deltalake::DeltaTable;
 pub use error::{Error, Result};
-pub use object_stores::open_store;
 pub use lake::{
     Commit, Lake, MergeClause, MergeOutcome, OptimizeReport, TableInfo, VacuumReport, WriteMode,
     WriteOptions, WriteOutcome,
 };
+pub use object_stores::open_store;
 pub use strata_types::TableName;
 pub use views::ViewDef;

@@ -28,7 +28,8 @@ pub use config::{EngineSettings, LakeSettings, MetadataSettings, Settings};
 pub use init::{InitOptions, init_project};
 pub use size::parse_size;
 pub use sources::{
-    BadRowsPolicy, SOURCE_KINDS, SchemaChangePolicy, SourceDef, StreamDef, SyncMode, load_source, load_sources,
+    BadRowsPolicy, SOURCE_KINDS, SchemaChangePolicy, SourceDef, StreamDef, SyncMode, load_source,
+    load_sources,
 };
 pub use strata_types::Redactor;
 use strata_types::{Classify, ErrorClass};

@@ -279,7 +279,8 @@ pub fn load_source(path: &Path, redactor: &Redactor) -> Result<SourceDef> {
         // Files and Redis streams track their own position (files loaded, last entry id);
         // databases and APIs need a cursor column, and a key to merge rows tied at it.
         let own_state = matches!(file.kind.value.as_str(), "files" | "redis");
-        let needs_table_or_query = matches!(file.kind.value.as_str(), "postgres" | "mysql" | "sqlite");
+        let needs_table_or_query =
+            matches!(file.kind.value.as_str(), "postgres" | "mysql" | "sqlite");
         if needs_table_or_query && s.table.is_some() == s.query.is_some() {
             return Err(invalid(
                 path,

@@ -26,6 +26,8 @@ pub mod mysql;
 pub mod postgres;
 #[cfg(feature = "redis")]
 pub mod redis;
+#[cfg(feature = "rest")]
+pub mod rest;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
 
@@ -163,6 +165,8 @@ pub fn connect(def: &SourceDef) -> Result<Box<dyn Source>> {
         "postgres" => Ok(Box::new(postgres::PostgresSource::new(def)?)),
         #[cfg(feature = "mysql")]
         "mysql" => Ok(Box::new(mysql::MysqlSource::new(def)?)),
+        #[cfg(feature = "rest")]
+        "rest" => Ok(Box::new(rest::RestSource::new(def)?)),
         #[cfg(feature = "sqlite")]
         "sqlite" => Ok(Box::new(sqlite::SqliteSource::new(def)?)),
         #[cfg(feature = "redis")]

@@ -510,9 +510,6 @@ pub(crate) fn unique_names(raw: Vec<String>) -> Vec<String> {
         if n.is_empty() {
             n = format!("column_{}", i + 1);
         }
-        if n == FILE_COLUMN {
-            n = "_file_column".to_string();
-        }
         let base = n.clone();
         let mut k = 2;
         while out.contains(&n) {
@@ -1090,7 +1087,7 @@ mod tests {
         assert_eq!(normalize_name("1st"), "_1st");
         assert_eq!(
             unique_names(vec!["A".into(), "a".into(), "".into(), "_file".into()]),
-            vec!["a", "a_2", "column_3", "_file_column"]
+            vec!["a", "a_2", "column_3", "file"]
         );
     }
 }

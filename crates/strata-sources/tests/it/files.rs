@@ -497,7 +497,10 @@ async fn files_on_object_storage_load_by_glob() {
         ("landing/other/c.csv", "id,v\n3,z\n"),
     ] {
         store
-            .put(&object_store::path::Path::from(key), body.as_bytes().to_vec().into())
+            .put(
+                &object_store::path::Path::from(key),
+                body.as_bytes().to_vec().into(),
+            )
             .await
             .unwrap();
     }

@@ -5,6 +5,7 @@ mod files;
 mod mysql;
 mod postgres;
 mod redis;
+mod rest;
 mod sqlite;
 
 use strata_lake::deltalake::datafusion::prelude::SessionContext;
