@@ -806,6 +806,39 @@ impl Lake {
         Ok(m.num_updated_rows as u64)
     }
 
+    /// Sets the description (`comment` field metadata) of columns, `None` clearing it; one
+    /// metadata-only commit per column whose comment changes, none when all are already
+    /// so. Columns the table lacks are ignored. Returns the table's version.
+    pub async fn set_column_comments(
+        &self,
+        t: &TableName,
+        comments: &[(String, Option<String>)],
+    ) -> Result<u64> {
+        use deltalake::kernel::schema::MetadataValue;
+        let mut table = self.open_table(t).await?;
+        let existing: SchemaRef = table_arrow_schema(&table)?;
+        for (column, comment) in comments {
+            let Ok(field) = existing.field_with_name(column) else {
+                continue;
+            };
+            let current = field.metadata().get("comment").map(String::as_str);
+            let wanted = comment.as_deref().filter(|c| !c.is_empty());
+            if current.filter(|c| !c.is_empty()) == wanted {
+                continue;
+            }
+            table = table
+                .update_field_metadata()
+                .with_field_name(column)
+                .with_metadata(HashMap::from([(
+                    "comment".to_string(),
+                    MetadataValue::String(wanted.unwrap_or_default().to_string()),
+                )]))
+                .await
+                .map_err(|e| map_write_error(t, e))?;
+        }
+        Ok(table.version().unwrap_or(0))
+    }
+
     /// Adds nullable columns.
     pub async fn add_columns(&self, t: &TableName, schema: &SchemaRef) -> Result<u64> {
         let table = self.open_table(t).await?;
@@ -831,6 +864,55 @@ impl Lake {
             .await
             .map_err(|e| map_write_error(t, e))?;
         Ok(table.version().unwrap_or(0))
+    }
+
+    /// Changes the type of columns by rewriting the table with every value cast to its new
+    /// type, in one atomic commit (deltalake cannot widen a column in place). Used for safe
+    /// widening (Int32 → Int64, Float32 → Float64, a wider decimal) and for turning a
+    /// column to text; a value that does not cast fails the rewrite and nothing changes.
+    pub async fn retype_columns(
+        &self,
+        t: &TableName,
+        changes: &[(String, deltalake::arrow::datatypes::DataType)],
+        opts: &WriteOptions,
+    ) -> Result<WriteOutcome> {
+        use deltalake::datafusion::common::Column;
+        use deltalake::datafusion::logical_expr::{Expr, cast};
+        use deltalake::datafusion::prelude::SessionContext;
+        let table = self.open_table(t).await?;
+        let info = self.table_info(t).await?;
+        let ctx = SessionContext::new();
+        let df = ctx
+            .read_table(
+                table
+                    .table_provider()
+                    .await
+                    .map_err(|e| Error::Invalid(format!("reading `{t}`: {e}")))?,
+            )
+            .map_err(|e| Error::Invalid(e.to_string()))?;
+        let exprs: Vec<Expr> = info
+            .schema
+            .fields()
+            .iter()
+            .map(|f| {
+                let c = Expr::Column(Column::new_unqualified(f.name()));
+                match changes.iter().find(|(n, _)| n == f.name()) {
+                    Some((_, ty)) => cast(c, ty.clone()).alias(f.name()),
+                    None => c,
+                }
+            })
+            .collect();
+        let plan = df
+            .select(exprs)
+            .map_err(|e| Error::Invalid(e.to_string()))?
+            .into_unoptimized_plan();
+        let opts = WriteOptions {
+            replace_schema: true,
+            partition_by: info.partition_columns.clone(),
+            ..opts.clone()
+        };
+        self.write_plan(t, plan, Arc::new(ctx.state()), WriteMode::Overwrite, &opts)
+            .await
     }
 
     /// Drops a table: deletes its folder.

@@ -53,5 +53,5 @@ mod sql;
 mod store;
 
 pub use error::{Error, Result};
-pub use run::{NewRun, RunFilter, RunId, RunOutcome, RunRecord, RunStatus};
+pub use run::{NewRun, RunFilter, RunId, RunOutcome, RunRecord, RunStatus, SchemaChange};
 pub use store::MetaStore;

@@ -23,8 +23,12 @@ macro_rules! embed {
     };
 }
 
-const SQLITE_FILES: Files = embed!("sqlite": "0001_runs.sql", "0002_kv.sql");
-const POSTGRES_FILES: Files = embed!("postgres": "0001_runs.sql", "0002_kv.sql");
+const SQLITE_FILES: Files = embed!(
+    "sqlite": "0001_runs.sql", "0002_kv.sql", "0003_schema_changes.sql"
+);
+const POSTGRES_FILES: Files = embed!(
+    "postgres": "0001_runs.sql", "0002_kv.sql", "0003_schema_changes.sql"
+);
 
 pub(crate) static SQLITE: LazyLock<Migrator> = LazyLock::new(|| migrator(SQLITE_FILES));
 pub(crate) static POSTGRES: LazyLock<Migrator> = LazyLock::new(|| migrator(POSTGRES_FILES));

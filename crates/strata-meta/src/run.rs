@@ -245,3 +245,27 @@ mod tests {
         assert!(err.contains("`nope`"), "{err}");
     }
 }
+
+/// A change of a source's columns met by ingestion, and what was done about it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SchemaChange {
+    /// The ingest run that met it.
+    pub run_id: Option<RunId>,
+    /// Source name.
+    pub source: String,
+    /// Stream name.
+    pub stream: String,
+    /// Destination table.
+    pub table: String,
+    /// The column.
+    pub column: String,
+    /// `added`, `removed`, `widened` or `incompatible`.
+    pub change: String,
+    /// The column's type before, when it had one.
+    pub from_type: Option<String>,
+    /// The column's type now, when it has one.
+    pub to_type: Option<String>,
+    /// What ingestion did: `applied`, `kept (NULL from now on)`, `stopped`,
+    /// `quarantined`, `retyped to text`.
+    pub action: String,
+}

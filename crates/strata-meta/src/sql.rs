@@ -23,6 +23,9 @@ pub(crate) struct Statements {
     pub(crate) get_run: &'static str,
     pub(crate) get_setting: &'static str,
     pub(crate) set_setting: &'static str,
+    pub(crate) insert_schema_change: &'static str,
+    /// `$1` source or NULL, `$2` limit.
+    pub(crate) list_schema_changes: &'static str,
 }
 
 /// The columns [`crate::store`] maps to a `RunRecord`, with the id expression first.
@@ -68,6 +71,12 @@ macro_rules! statements {
             set_setting: "INSERT INTO kv (key, value, updated_at) VALUES ($1, $2, $3) \
                  ON CONFLICT (key) DO UPDATE SET value = excluded.value, \
                  updated_at = excluded.updated_at",
+            insert_schema_change: "INSERT INTO schema_changes (at, run_id, source, stream, \
+                 table_name, column_name, change, from_type, to_type, action) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+            list_schema_changes: "SELECT at, run_id, source, stream, table_name, column_name, \
+                 change, from_type, to_type, action FROM schema_changes \
+                 WHERE ($1 IS NULL OR source = $1) ORDER BY at DESC, id DESC LIMIT $2",
         }
     };
 }

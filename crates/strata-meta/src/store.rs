@@ -13,7 +13,9 @@ use sqlx::{ColumnIndex, Connection, Decode, Row, Type};
 use crate::error;
 use crate::migrations;
 use crate::sql::{self, Timestamp};
-use crate::{Error, NewRun, Result, RunFilter, RunId, RunOutcome, RunRecord, RunStatus};
+use crate::{
+    Error, NewRun, Result, RunFilter, RunId, RunOutcome, RunRecord, RunStatus, SchemaChange,
+};
 
 /// How long a SQLite statement waits for another connection's write lock.
 const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -216,6 +218,71 @@ impl MetaStore {
                 .map_err(Error::query("set_setting"))?;
         });
         Ok(())
+    }
+
+    /// Appends changes of a source's columns to the schema-change log, stamped now.
+    pub async fn record_schema_changes(&self, changes: &[SchemaChange]) -> Result<()> {
+        let at = Timestamp::now();
+        for c in changes {
+            on_backend!(self, |pool, sql| {
+                sqlx::query(sql.insert_schema_change)
+                    .bind(at)
+                    .bind(c.run_id.map(|r| r.to_string()))
+                    .bind(&c.source)
+                    .bind(&c.stream)
+                    .bind(&c.table)
+                    .bind(&c.column)
+                    .bind(&c.change)
+                    .bind(&c.from_type)
+                    .bind(&c.to_type)
+                    .bind(&c.action)
+                    .execute(pool)
+                    .await
+                    .map_err(Error::query("record_schema_changes"))?;
+            });
+        }
+        Ok(())
+    }
+
+    /// The schema-change log, newest first, of one source or all.
+    pub async fn schema_changes(
+        &self,
+        source: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<(DateTime<Utc>, SchemaChange)>> {
+        on_backend!(self, |pool, sql| {
+            sqlx::query(sql.list_schema_changes)
+                .bind(source)
+                .bind(i64::from(limit))
+                .fetch_all(pool)
+                .await
+                .map_err(Error::query("schema_changes"))?
+                .iter()
+                .map(|row| {
+                    let text =
+                        |c: &str| -> std::result::Result<String, sqlx::Error> { row.try_get(c) };
+                    let opt = |c: &str| -> std::result::Result<Option<String>, sqlx::Error> {
+                        row.try_get(c)
+                    };
+                    let at: DateTime<Utc> = row.try_get("at")?;
+                    Ok((
+                        at,
+                        SchemaChange {
+                            run_id: opt("run_id")?.and_then(|r| r.parse().ok()),
+                            source: text("source")?,
+                            stream: text("stream")?,
+                            table: text("table_name")?,
+                            column: text("column_name")?,
+                            change: text("change")?,
+                            from_type: opt("from_type")?,
+                            to_type: opt("to_type")?,
+                            action: text("action")?,
+                        },
+                    ))
+                })
+                .collect::<std::result::Result<Vec<_>, sqlx::Error>>()
+                .map_err(Error::query("schema_changes"))
+        })
     }
 
     /// Closes all connections, waiting for queries in flight.

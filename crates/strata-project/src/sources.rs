@@ -10,6 +10,13 @@
 //!     cursor: updated_at
 //!     destination: raw.shop_orders  # default raw.<source>_<stream>
 //! ```
+//!
+//! A database source (`postgres`, `mysql`, `sqlite`) with `clone: true` also loads every
+//! table of its `schemas:` without listing them; `clone_include:` / `clone_exclude:` narrow
+//! the tables by `schema.table` patterns (`*` and `?` wildcards; a pattern without a dot
+//! matches the table name in any schema). The streams are made by
+//! `strata_sources::clone::expand_clone` when the source is reached; a stream declared here
+//! for one of the tables replaces the cloned one.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -69,7 +76,11 @@ struct SourceFile {
     #[serde(default)]
     schemas: Vec<String>,
     #[serde(default)]
-    clone: bool,
+    clone: Option<Spanned<bool>>,
+    #[serde(default)]
+    clone_include: Vec<Spanned<String>>,
+    #[serde(default)]
+    clone_exclude: Vec<Spanned<String>>,
     #[serde(default)]
     destination_namespace: Option<Spanned<String>>,
     #[serde(default)]
@@ -110,6 +121,8 @@ struct StreamFile {
     #[serde(default)]
     on_bad_rows: BadRowsPolicy,
     #[serde(default)]
+    description: Option<String>,
+    #[serde(default)]
     options: BTreeMap<String, Spanned<String>>,
 }
 
@@ -128,6 +141,10 @@ pub struct SourceDef {
     pub schemas: Vec<String>,
     /// Copy every table of `schemas`.
     pub clone: bool,
+    /// With `clone`: only tables matching one of these `schema.table` patterns (empty: all).
+    pub clone_include: Vec<String>,
+    /// With `clone`: skip tables matching one of these `schema.table` patterns.
+    pub clone_exclude: Vec<String>,
     /// Namespace streams land in (`raw` by default).
     pub namespace: String,
     /// Connector-specific options, secrets resolved.
@@ -167,6 +184,11 @@ pub struct StreamDef {
     pub on_schema_change: SchemaChangePolicy,
     /// Rows the connector cannot read.
     pub on_bad_rows: BadRowsPolicy,
+    /// Description of the destination table when the stream creates it (a cloned table's
+    /// comment at the source, or `description:` in the file).
+    pub description: Option<String>,
+    /// Made by `clone: true` rather than declared in the file.
+    pub cloned: bool,
     /// Connector-specific options of this stream (a file glob, a REST path, …), secrets
     /// resolved.
     pub options: BTreeMap<String, String>,
@@ -311,16 +333,6 @@ pub fn load_source(path: &Path, redactor: &Redactor) -> Result<SourceDef> {
                 ),
             ));
         }
-        if mode == SyncMode::Incremental && s.primary_key.is_empty() && !own_state {
-            let loc = s.mode.as_ref().map(|m| m.referenced).or(at);
-            return Err(invalid(
-                path,
-                loc.as_ref(),
-                format!(
-                    "stream `{stream_name}`: incremental mode needs `primary_key:` so that rows sharing the last cursor value are re-read and merged, never skipped or duplicated"
-                ),
-            ));
-        }
         if !s.columns.is_empty() && !s.exclude.is_empty() {
             return Err(invalid(
                 path,
@@ -348,16 +360,60 @@ pub fn load_source(path: &Path, redactor: &Redactor) -> Result<SourceDef> {
             partition_by: s.partition_by,
             on_schema_change: s.on_schema_change,
             on_bad_rows: s.on_bad_rows,
+            description: s.description,
+            cloned: false,
             options: stream_options,
         });
     }
+    let clone = file.clone.as_ref().is_some_and(|c| c.value);
+    if let Some(c) = file.clone.as_ref().filter(|c| c.value)
+        && !matches!(file.kind.value.as_str(), "postgres" | "mysql" | "sqlite")
+    {
+        return Err(invalid(
+            path,
+            Some(&c.referenced),
+            format!(
+                "`clone: true` copies the tables of a database (postgres, mysql, sqlite); a `{}` source lists its streams instead",
+                file.kind.value
+            ),
+        ));
+    }
+    let patterns = |list: &[Spanned<String>], key: &str| -> Result<Vec<String>> {
+        let mut out = Vec::new();
+        for p in list {
+            if !clone {
+                return Err(invalid(
+                    path,
+                    Some(&p.referenced),
+                    format!("`{key}:` only applies with `clone: true`"),
+                ));
+            }
+            let v = p.value.trim();
+            if v.is_empty() || v.split('.').count() > 2 || v.split('.').any(str::is_empty) {
+                return Err(invalid(
+                    path,
+                    Some(&p.referenced),
+                    format!(
+                        "`{key}:` pattern `{}` should be `schema.table` or `table`, with `*` and `?` as wildcards (like `public.audit_*`)",
+                        p.value
+                    ),
+                ));
+            }
+            out.push(v.to_string());
+        }
+        Ok(out)
+    };
+    let clone_include = patterns(&file.clone_include, "clone_include")?;
+    let clone_exclude = patterns(&file.clone_exclude, "clone_exclude")?;
     Ok(SourceDef {
         name,
         file: path.to_path_buf(),
         kind: file.kind.value,
         url,
         schemas: file.schemas,
-        clone: file.clone,
+        clone,
+        clone_include,
+        clone_exclude,
         namespace,
         options,
         streams,
@@ -403,11 +459,6 @@ mod tests {
             e.contains("shop.yml:4:11") && e.contains("needs `cursor:`"),
             "{e}"
         );
-        let e =
-            load("type: postgres\nstreams:\n  - table: t\n    mode: incremental\n    cursor: id\n")
-                .unwrap_err()
-                .to_string();
-        assert!(e.contains("needs `primary_key:`"), "{e}");
         let e = load("type: postgres\nstreams:\n  - table: t\n    mode: sometimes\n")
             .unwrap_err()
             .to_string();
@@ -423,5 +474,46 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("declared twice"), "{e}");
+    }
+
+    #[test]
+    fn clone_settings_are_checked() {
+        let s = load(
+            "type: postgres\nurl: postgres://u@h/db\nschemas: [public]\nclone: true\nclone_include: [\"public.*\"]\nclone_exclude: [audit_*, \" public.tmp \"]\nstreams:\n  - table: public.orders\n    description: Every order\n",
+        )
+        .unwrap();
+        assert!(s.clone);
+        assert_eq!(s.clone_include, ["public.*"]);
+        assert_eq!(s.clone_exclude, ["audit_*", "public.tmp"]);
+        assert_eq!(s.streams[0].description.as_deref(), Some("Every order"));
+        assert!(!s.streams[0].cloned);
+        let s = load("type: postgres\nclone: false\n").unwrap();
+        assert!(!s.clone);
+
+        let e = load("type: files\nurl: landing\nclone: true\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("shop.yml:3:8") && e.contains("a `files` source lists its streams"),
+            "{e}"
+        );
+        let e = load("type: postgres\nclone_exclude: [public.tmp]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("shop.yml:2:17") && e.contains("only applies with `clone: true`"),
+            "{e}"
+        );
+        let e = load("type: postgres\nclone: true\nclone_include: [a.b.c]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("shop.yml:3:17") && e.contains("`schema.table` or `table`"),
+            "{e}"
+        );
+        let e = load("type: postgres\nclone: yes please\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("shop.yml:2:"), "{e}");
     }
 }

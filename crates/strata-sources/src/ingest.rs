@@ -53,6 +53,8 @@ pub struct StreamReport {
     pub cursor: Option<String>,
     /// Columns added to the destination by schema evolution.
     pub added_columns: Vec<String>,
+    /// Changes of the source's columns met by this run, and what was done.
+    pub schema_changes: Vec<SchemaChange>,
     /// Rows the connector could not read, kept in `<destination>__rejected`.
     pub rejected: u64,
     /// Wall time.
@@ -77,6 +79,10 @@ pub struct StreamState {
     pub runs: i64,
     /// The connector's own state (files loaded, last entry id), when it keeps one.
     pub saved: Option<serde_json::Value>,
+    /// The source's columns (name, Arrow type) at the last load.
+    pub columns: Option<Vec<(String, String)>>,
+    /// Hashes of the rows at the last cursor value (streams without a primary key).
+    pub boundary: Option<Vec<String>>,
 }
 
 fn app_id(source: &str, stream: &str) -> String {
@@ -109,6 +115,12 @@ pub async fn load_state(lake: &Lake, source: &str, stream: &StreamDef) -> Result
             cursor: v.get("cursor").and_then(|c| c.as_str()).map(str::to_string),
             runs: v.get("runs").and_then(|r| r.as_i64()).unwrap_or(0),
             saved: v.get("state").filter(|s| !s.is_null()).cloned(),
+            columns: v
+                .get("columns")
+                .and_then(|c| serde_json::from_value(c.clone()).ok()),
+            boundary: v
+                .get("boundary")
+                .and_then(|c| serde_json::from_value(c.clone()).ok()),
         },
         None => StreamState::default(),
     })
@@ -155,36 +167,139 @@ pub async fn run_stream(
     let (schema, batches) = source.read(stream, &ctx).await?;
     let exists = lake.table_exists(dest).await.map_err(lake_err)?;
 
-    // Schema changes against the destination.
-    let mut added_columns = Vec::new();
+    // Schema changes: against the destination's columns, and against the columns the
+    // source had at the last load (to notice removed ones).
+    let mut changes: Vec<SchemaChange> = Vec::new();
     let mut target = dest.clone();
+    let mut cast_to: Option<SchemaRef> = None;
     if exists {
         let current = lake.table_info(dest).await.map_err(lake_err)?.schema;
-        let changes = compare_schemas(&current, &schema);
-        added_columns = changes.added.clone();
-        if !changes.incompatible.is_empty() || !changes.added.is_empty() {
-            match stream.on_schema_change {
-                SchemaChangePolicy::Evolve if changes.incompatible.is_empty() => {}
-                SchemaChangePolicy::Quarantine if !changes.incompatible.is_empty() => {
-                    target = TableName::new(&dest.namespace, &format!("{}__quarantine", dest.name))
-                        .map_err(|e| Error::config(&def.name, &e.to_string()))?;
-                    tracing::warn!(source = %def.name, stream = %stream.name, quarantine = %target, "Incompatible schema change; rows go to quarantine.");
-                }
-                _ => {
-                    let mut what: Vec<String> = changes.incompatible.clone();
-                    what.extend(changes.added.iter().map(|c| format!("new column `{c}`")));
-                    return Err(Error::Read {
-                        source_name: def.name.clone(),
-                        stream: Some(stream.name.clone()),
-                        message: format!(
-                            "the source's columns changed ({}); nothing was written. Set `on_schema_change: evolve` (new columns) or `quarantine`, or reload with --full-refresh",
-                            what.join("; ")
-                        ),
-                    });
+        let plan = plan_schema_change(&current, &schema, state.columns.as_deref());
+        changes = plan.changes;
+        let incompatible = changes.iter().any(|c| c.change == ChangeKind::Incompatible);
+        let strict_stop = stream.on_schema_change == SchemaChangePolicy::Fail
+            && changes.iter().any(|c| c.change != ChangeKind::Removed);
+        let mut retype = plan.widen;
+        if strict_stop || (incompatible && stream.on_schema_change == SchemaChangePolicy::Fail) {
+            for c in &mut changes {
+                c.action = "stopped".into();
+            }
+            let what: Vec<String> = changes.iter().map(SchemaChange::describe).collect();
+            return Err(Error::SchemaChanged {
+                source_name: def.name.clone(),
+                stream: stream.name.clone(),
+                message: format!(
+                    "the source's columns changed ({}); nothing was written. Set `on_schema_change: evolve` to apply such changes, or reload with --full-refresh",
+                    what.join("; ")
+                ),
+                changes,
+            });
+        }
+        if incompatible && stream.on_schema_change == SchemaChangePolicy::Quarantine {
+            target = TableName::new(&dest.namespace, &format!("{}__quarantine", dest.name))
+                .map_err(|e| Error::config(&def.name, &e.to_string()))?;
+            tracing::warn!(source = %def.name, stream = %stream.name, quarantine = %target, "Incompatible schema change; rows go to quarantine.");
+            for c in &mut changes {
+                c.action = if c.change == ChangeKind::Incompatible {
+                    format!("quarantined: rows went to {target}")
+                } else {
+                    "not applied: rows went to quarantine".into()
+                };
+            }
+            retype.clear();
+        } else if incompatible {
+            // evolve: the column becomes text, every old value kept as its text form.
+            for c in &mut changes {
+                if c.change == ChangeKind::Incompatible {
+                    c.action = "retyped to text".into();
+                    retype.push((c.column.clone(), arrow::datatypes::DataType::Utf8));
                 }
             }
         }
+        if !retype.is_empty() {
+            let opts = WriteOptions {
+                commit_metadata: HashMap::from([(
+                    "strata.operation".to_string(),
+                    serde_json::json!({"retype": retype.iter().map(|(c, t)| format!("{c}: {t}")).collect::<Vec<_>>(), "source": def.name, "stream": stream.name}),
+                )]),
+                ..Default::default()
+            };
+            lake.retype_columns(dest, &retype, &opts)
+                .await
+                .map_err(lake_err)?;
+        }
+        if target == *dest {
+            // Incoming columns narrower than the table's (or now retyped) are cast up.
+            let after: Vec<_> = schema
+                .fields()
+                .iter()
+                .map(|f| {
+                    let table_type = retype
+                        .iter()
+                        .find(|(n, _)| n == f.name())
+                        .map(|(_, t)| t.clone())
+                        .or_else(|| {
+                            current
+                                .field_with_name(f.name())
+                                .ok()
+                                .map(|c| c.data_type().clone())
+                        });
+                    match table_type {
+                        Some(t) if !same_type(&t, f.data_type()) => {
+                            arrow::datatypes::Field::new(f.name(), t, true)
+                        }
+                        _ => f.as_ref().clone(),
+                    }
+                })
+                .collect();
+            let after = Arc::new(arrow::datatypes::Schema::new(after));
+            if after != schema {
+                cast_to = Some(after);
+            }
+        }
     }
+    let added_columns: Vec<String> = changes
+        .iter()
+        .filter(|c| c.change == ChangeKind::Added && target == *dest)
+        .map(|c| c.column.clone())
+        .collect();
+    let source_columns: Vec<(String, String)> = schema
+        .fields()
+        .iter()
+        .map(|f| (f.name().clone(), f.data_type().to_string()))
+        .collect();
+    // Column comments follow the source's (a metadata-only commit when one changed), taken
+    // before any cast drops them: the write would fail on two comments for one column.
+    if exists && target == *dest {
+        let comments: Vec<(String, Option<String>)> = schema
+            .fields()
+            .iter()
+            .map(|f| (f.name().clone(), f.metadata().get("comment").cloned()))
+            .collect();
+        lake.set_column_comments(dest, &comments)
+            .await
+            .map_err(lake_err)?;
+    }
+
+    let (schema, batches): (SchemaRef, crate::BatchStream) = match cast_to {
+        None => (schema, batches),
+        Some(to) => {
+            let out = Arc::clone(&to);
+            let source_name = def.name.clone();
+            let stream_name = stream.name.clone();
+            (
+                to,
+                Box::pin(batches.map(move |b| {
+                    let b = b?;
+                    cast_batch(&b, &out).map_err(|e| Error::Read {
+                        source_name: source_name.clone(),
+                        stream: Some(stream_name.clone()),
+                        message: format!("a value does not fit the table's column type: {e}"),
+                    })
+                })),
+            )
+        }
+    };
 
     let run_id = uuid::Uuid::new_v4().to_string();
     let cursor_col = stream.cursor.clone();
@@ -217,6 +332,7 @@ pub async fn run_stream(
         counted.chain(futures::stream::once(finish).filter_map(|r| async move { r.err().map(Err) }))
     };
 
+    let boundary: std::cell::RefCell<Option<Vec<String>>> = std::cell::RefCell::new(None);
     let commit = |cursor: Option<String>, rows: u64| {
         let mut meta = HashMap::new();
         meta.insert(
@@ -226,6 +342,8 @@ pub async fn run_stream(
                 "runs": state.runs + 1, "rows": rows, "run_id": run_id,
                 "state": report.state(),
                 "rejected": report.rejected_count(),
+                "columns": source_columns,
+                "boundary": boundary.borrow().clone(),
             }),
         );
         WriteOptions {
@@ -233,10 +351,12 @@ pub async fn run_stream(
             partition_by: stream.partition_by.clone(),
             transaction: Some((app_id(&def.name, &stream.name), state.runs + 1)),
             commit_metadata: meta,
-            description: Some(format!(
-                "Loaded by Strata from source `{}`, stream `{}`",
-                def.name, stream.name
-            )),
+            description: Some(stream.description.clone().unwrap_or_else(|| {
+                format!(
+                    "Loaded by Strata from source `{}`, stream `{}`",
+                    def.name, stream.name
+                )
+            })),
             ..Default::default()
         }
     };
@@ -272,11 +392,32 @@ pub async fn run_stream(
                 .await
                 .into_iter()
                 .collect::<Result<_>>()?;
-            let rows: u64 = collected.iter().map(|b| b.num_rows() as u64).sum();
             let cursor = cursor_col
                 .as_deref()
                 .and_then(|c| max_value(&collected, c))
                 .or(since.clone());
+            // Without a key, rows tied at the last cursor are told apart by their content:
+            // the hashes of the rows at the boundary are kept with the cursor, and rows
+            // read again at that value are dropped if they were loaded before (as dlt does).
+            let collected = match (&cursor_col, stream.primary_key.is_empty()) {
+                (Some(c), true) if !opts.full_refresh => {
+                    // A multiset: two identical rows at the boundary are two rows.
+                    let mut seen: HashMap<&str, usize> = HashMap::new();
+                    for h in state.boundary.iter().flatten() {
+                        *seen.entry(h.as_str()).or_default() += 1;
+                    }
+                    let kept = drop_seen_at(&collected, c, since.as_deref(), seen)
+                        .map_err(|e| lake_err(strata_lake::Error::Invalid(e.to_string())))?;
+                    // Every row at the new last value was read (reads are `>=`), so its
+                    // hashes are the whole boundary.
+                    let hashes = rows_at(&collected, c, cursor.as_deref())
+                        .map_err(|e| lake_err(strata_lake::Error::Invalid(e.to_string())))?;
+                    *boundary.borrow_mut() = Some(hashes);
+                    kept
+                }
+                _ => collected,
+            };
+            let rows: u64 = collected.iter().map(|b| b.num_rows() as u64).sum();
             // Nothing new, and no connector state or rejected rows to record: no commit.
             let state_moved = report.state().is_some() && report.state() != state.saved;
             if rows == 0 && !state_moved && report.rejected_count() == 0 {
@@ -372,6 +513,7 @@ pub async fn run_stream(
         version,
         cursor,
         added_columns,
+        schema_changes: changes,
         rejected: report.rejected_count(),
         duration: started.elapsed(),
     })
@@ -521,41 +663,365 @@ fn unwrap_source_error(e: strata_lake::Error, source: &str, stream: &str) -> Err
     }
 }
 
-#[derive(Debug, Default)]
-struct SchemaChanges {
-    added: Vec<String>,
-    incompatible: Vec<String>,
+/// What kind of change a column went through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChangeKind {
+    /// A new source column: added to the table (older rows read NULL).
+    Added,
+    /// A source column is gone: kept in the table, NULL from now on.
+    Removed,
+    /// The source's type got wider without loss (Int32 → Int64, a wider decimal): the
+    /// table's column is widened.
+    Widened,
+    /// The source's type cannot be stored in the column without loss.
+    Incompatible,
 }
 
-fn compare_schemas(current: &SchemaRef, incoming: &SchemaRef) -> SchemaChanges {
-    let mut c = SchemaChanges::default();
-    for f in incoming.fields() {
-        match current.field_with_name(f.name()) {
-            Err(_) => c.added.push(f.name().clone()),
-            Ok(existing) => {
-                let same = existing.data_type() == f.data_type()
-                    || matches!(
-                        (existing.data_type(), f.data_type()),
-                        (
-                            arrow::datatypes::DataType::Utf8View,
-                            arrow::datatypes::DataType::Utf8
-                        ) | (
-                            arrow::datatypes::DataType::Utf8,
-                            arrow::datatypes::DataType::Utf8View
-                        )
-                    );
-                if !same {
-                    c.incompatible.push(format!(
-                        "`{}` changed from {} to {}",
-                        f.name(),
-                        existing.data_type(),
-                        f.data_type()
-                    ));
-                }
-            }
+impl ChangeKind {
+    /// `added`, `removed`, `widened`, `incompatible`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChangeKind::Added => "added",
+            ChangeKind::Removed => "removed",
+            ChangeKind::Widened => "widened",
+            ChangeKind::Incompatible => "incompatible",
         }
     }
-    c
+}
+
+/// A change of a source's columns met by a run, and what the run did about it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SchemaChange {
+    /// The column.
+    pub column: String,
+    /// What changed.
+    pub change: ChangeKind,
+    /// The table's type before.
+    pub from_type: Option<String>,
+    /// The source's type now.
+    pub to_type: Option<String>,
+    /// What was done: `applied`, `kept (NULL from now on)`, `retyped to text`,
+    /// `quarantined: …`, `stopped`.
+    pub action: String,
+}
+
+impl SchemaChange {
+    fn new(column: &str, change: ChangeKind, from: Option<String>, to: Option<String>) -> Self {
+        let action = match change {
+            ChangeKind::Removed => "kept (NULL from now on)",
+            _ => "applied",
+        };
+        Self {
+            column: column.to_string(),
+            change,
+            from_type: from,
+            to_type: to,
+            action: action.to_string(),
+        }
+    }
+
+    /// One line: `` `amount` widened from Int32 to Int64 ``.
+    pub fn describe(&self) -> String {
+        match (&self.from_type, &self.to_type) {
+            (Some(f), Some(t)) => {
+                format!("`{}` {} from {f} to {t}", self.column, self.change.as_str())
+            }
+            (None, Some(t)) => format!("`{}` {} ({t})", self.column, self.change.as_str()),
+            _ => format!("`{}` {}", self.column, self.change.as_str()),
+        }
+    }
+}
+
+struct SchemaPlan {
+    changes: Vec<SchemaChange>,
+    /// Table columns to widen before writing.
+    widen: Vec<(String, arrow::datatypes::DataType)>,
+}
+
+fn same_type(a: &arrow::datatypes::DataType, b: &arrow::datatypes::DataType) -> bool {
+    use arrow::datatypes::DataType::*;
+    a == b
+        || matches!(
+            (a, b),
+            (Utf8 | Utf8View | LargeUtf8, Utf8 | Utf8View | LargeUtf8)
+        )
+}
+
+/// How an incoming column type relates to the table's.
+#[derive(Debug, PartialEq, Eq)]
+enum Fit {
+    /// Stored as is, or cast up to the table's wider type without loss.
+    Fits,
+    /// The table's column must widen to this type first.
+    Widen(arrow::datatypes::DataType),
+    /// Cannot be stored without loss.
+    Incompatible,
+}
+
+fn int_rank(t: &arrow::datatypes::DataType) -> Option<u8> {
+    use arrow::datatypes::DataType::*;
+    // Bits needed as a signed integer.
+    Some(match t {
+        Int8 => 8,
+        UInt8 | Int16 => 16,
+        UInt16 | Int32 => 32,
+        UInt32 | Int64 => 64,
+        _ => return None,
+    })
+}
+
+fn fit(table: &arrow::datatypes::DataType, incoming: &arrow::datatypes::DataType) -> Fit {
+    use arrow::datatypes::DataType::*;
+    if same_type(table, incoming) || *incoming == Null {
+        return Fit::Fits;
+    }
+    let signed = |bits: u8| match bits {
+        8 => Int8,
+        16 => Int16,
+        32 => Int32,
+        _ => Int64,
+    };
+    match (table, incoming) {
+        // Anything has a text form.
+        (Utf8 | Utf8View | LargeUtf8, _) => Fit::Fits,
+        (a, b) if int_rank(a).is_some() && int_rank(b).is_some() => {
+            let (ra, rb) = (int_rank(a).unwrap_or(64), int_rank(b).unwrap_or(64));
+            if ra >= rb && !matches!(a, UInt8 | UInt16 | UInt32 | UInt64) {
+                Fit::Fits
+            } else {
+                Fit::Widen(signed(ra.max(rb)))
+            }
+        }
+        (Float64, Float32 | Float16) => Fit::Fits,
+        (Float32 | Float16, Float64) => Fit::Widen(Float64),
+        (Float64, b) if int_rank(b).is_some() => Fit::Fits,
+        (a, Float32 | Float64) if int_rank(a).is_some() => Fit::Widen(Float64),
+        (Decimal128(p1, s1), Decimal128(p2, s2)) => {
+            let (p1, s1, p2, s2) = (*p1 as i16, *s1 as i16, *p2 as i16, *s2 as i16);
+            let scale = s1.max(s2);
+            let int_digits = (p1 - s1).max(p2 - s2);
+            if scale + int_digits > 38 {
+                Fit::Incompatible
+            } else if scale == s1 && int_digits + scale <= p1 {
+                Fit::Fits
+            } else {
+                Fit::Widen(Decimal128((int_digits + scale) as u8, scale as i8))
+            }
+        }
+        (Decimal128(p, s), b) if int_rank(b).is_some() => {
+            let digits = match int_rank(b).unwrap_or(64) {
+                8 => 3,
+                16 => 5,
+                32 => 10,
+                _ => 19,
+            };
+            if (*p as i16 - *s as i16) >= digits {
+                Fit::Fits
+            } else if digits + (*s as i16) <= 38 {
+                Fit::Widen(Decimal128((digits + *s as i16) as u8, *s))
+            } else {
+                Fit::Incompatible
+            }
+        }
+        (Timestamp(u1, tz1), Date32) if tz1.is_none() => {
+            let _ = u1;
+            Fit::Fits
+        }
+        (Date32, Timestamp(u, None)) => Fit::Widen(Timestamp(*u, None)),
+        (Timestamp(u1, tz1), Timestamp(u2, tz2)) if tz1 == tz2 => {
+            // Finer units are wider (microseconds hold every millisecond).
+            let rank = |u: &arrow::datatypes::TimeUnit| match u {
+                arrow::datatypes::TimeUnit::Second => 0,
+                arrow::datatypes::TimeUnit::Millisecond => 1,
+                arrow::datatypes::TimeUnit::Microsecond => 2,
+                arrow::datatypes::TimeUnit::Nanosecond => 3,
+            };
+            if rank(u1) >= rank(u2) {
+                Fit::Fits
+            } else {
+                Fit::Widen(Timestamp(*u2, tz2.clone()))
+            }
+        }
+        _ => Fit::Incompatible,
+    }
+}
+
+fn plan_schema_change(
+    current: &SchemaRef,
+    incoming: &SchemaRef,
+    previous: Option<&[(String, String)]>,
+) -> SchemaPlan {
+    let mut changes = Vec::new();
+    let mut widen = Vec::new();
+    for f in incoming.fields() {
+        match current.field_with_name(f.name()) {
+            Err(_) => changes.push(SchemaChange::new(
+                f.name(),
+                ChangeKind::Added,
+                None,
+                Some(f.data_type().to_string()),
+            )),
+            Ok(existing) => match fit(existing.data_type(), f.data_type()) {
+                Fit::Fits => {}
+                Fit::Widen(t) => {
+                    changes.push(SchemaChange::new(
+                        f.name(),
+                        ChangeKind::Widened,
+                        Some(existing.data_type().to_string()),
+                        Some(t.to_string()),
+                    ));
+                    widen.push((f.name().clone(), t));
+                }
+                Fit::Incompatible => changes.push(SchemaChange::new(
+                    f.name(),
+                    ChangeKind::Incompatible,
+                    Some(existing.data_type().to_string()),
+                    Some(f.data_type().to_string()),
+                )),
+            },
+        }
+    }
+    // Removed since the last load (reported once, the run it disappears).
+    for (name, ty) in previous.unwrap_or_default() {
+        if incoming.field_with_name(name).is_err() && current.field_with_name(name).is_ok() {
+            changes.push(SchemaChange::new(
+                name,
+                ChangeKind::Removed,
+                Some(ty.clone()),
+                None,
+            ));
+        }
+    }
+    SchemaPlan { changes, widen }
+}
+
+fn cast_batch(
+    b: &RecordBatch,
+    to: &SchemaRef,
+) -> std::result::Result<RecordBatch, arrow::error::ArrowError> {
+    let cols = b
+        .columns()
+        .iter()
+        .zip(to.fields())
+        .map(|(c, f)| {
+            if c.data_type() == f.data_type() {
+                Ok(Arc::clone(c))
+            } else {
+                arrow::compute::cast_with_options(
+                    c,
+                    f.data_type(),
+                    &arrow::compute::CastOptions {
+                        safe: false,
+                        ..Default::default()
+                    },
+                )
+            }
+        })
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    RecordBatch::try_new(Arc::clone(to), cols)
+}
+
+/// A row's content hash (FNV-1a over its values' text forms): stable across runs and
+/// builds, which is all a boundary check needs.
+fn row_hashes(b: &RecordBatch) -> std::result::Result<Vec<String>, arrow::error::ArrowError> {
+    let opts = FormatOptions::default().with_null("\u{0}NULL");
+    let fmts = b
+        .columns()
+        .iter()
+        .map(|c| ArrayFormatter::try_new(c.as_ref(), &opts))
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    Ok((0..b.num_rows())
+        .map(|r| {
+            let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+            for f in &fmts {
+                for byte in f.value(r).to_string().bytes().chain([0x1f]) {
+                    h ^= u64::from(byte);
+                    h = h.wrapping_mul(0x0100_0000_01b3);
+                }
+            }
+            format!("{h:016x}")
+        })
+        .collect())
+}
+
+/// The text form of `column` in each row (None for NULL), as the cursor is stored.
+fn cursor_texts(
+    b: &RecordBatch,
+    column: &str,
+) -> std::result::Result<Vec<Option<String>>, arrow::error::ArrowError> {
+    let col = b.column(b.schema().index_of(column)?);
+    let f = ArrayFormatter::try_new(col.as_ref(), &FormatOptions::default())?;
+    Ok((0..col.len())
+        .map(|r| (!col.is_null(r)).then(|| f.value(r).to_string()))
+        .collect())
+}
+
+/// `batches` without the rows at cursor value `at` loaded before: each hash in `seen`
+/// drops as many rows as its count.
+fn drop_seen_at(
+    batches: &[RecordBatch],
+    column: &str,
+    at: Option<&str>,
+    mut seen: HashMap<&str, usize>,
+) -> std::result::Result<Vec<RecordBatch>, arrow::error::ArrowError> {
+    let Some(at) = at else {
+        return Ok(batches.to_vec());
+    };
+    if seen.is_empty() {
+        return Ok(batches.to_vec());
+    }
+    let mut out = Vec::with_capacity(batches.len());
+    for b in batches {
+        let cursors = cursor_texts(b, column)?;
+        if !cursors.iter().any(|c| c.as_deref() == Some(at)) {
+            out.push(b.clone());
+            continue;
+        }
+        let hashes = row_hashes(b)?;
+        let keep: arrow::array::BooleanArray = cursors
+            .iter()
+            .zip(&hashes)
+            .map(|(c, h)| {
+                if c.as_deref() != Some(at) {
+                    return Some(true);
+                }
+                match seen.get_mut(h.as_str()) {
+                    Some(n) if *n > 0 => {
+                        *n -= 1;
+                        Some(false)
+                    }
+                    _ => Some(true),
+                }
+            })
+            .collect();
+        out.push(arrow::compute::filter_record_batch(b, &keep)?);
+    }
+    Ok(out)
+}
+
+/// Hashes of the rows whose cursor is `at`.
+fn rows_at(
+    batches: &[RecordBatch],
+    column: &str,
+    at: Option<&str>,
+) -> std::result::Result<Vec<String>, arrow::error::ArrowError> {
+    let Some(at) = at else { return Ok(Vec::new()) };
+    let mut out = Vec::new();
+    for b in batches {
+        let cursors = cursor_texts(b, column)?;
+        if !cursors.iter().any(|c| c.as_deref() == Some(at)) {
+            continue;
+        }
+        let hashes = row_hashes(b)?;
+        out.extend(
+            cursors
+                .into_iter()
+                .zip(hashes)
+                .filter(|(c, _)| c.as_deref() == Some(at))
+                .map(|(_, h)| h),
+        );
+    }
+    Ok(out)
 }
 
 /// The largest value of `column` over `batches`, formatted as the source will read it back.

@@ -14,8 +14,12 @@
 //! Connectors never write to the lake; only [`ingest`] hands their batches to
 //! `strata-lake`. Each connector is a module behind a cargo feature (`postgres`, …) and
 //! listed in [`connect`].
+//!
+//! A database source with `clone: true` declares no table by table: [`clone::expand_clone`]
+//! turns each table the source offers into a stream before the run.
 #![warn(missing_docs)]
 
+pub mod clone;
 #[cfg(feature = "files")]
 pub mod files;
 pub mod ingest;
@@ -56,6 +60,22 @@ pub struct DiscoveredStream {
     pub source_types: Vec<String>,
     /// Primary key columns, in key order.
     pub primary_key: Vec<String>,
+    /// What kind of relation it is; `clone: true` copies [`TableKind::Table`]s only.
+    pub kind: TableKind,
+    /// The table's comment at the source, if any.
+    pub description: Option<String>,
+}
+
+/// The kind of a discovered relation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TableKind {
+    /// A table holding its own rows (or a stream of a non-database source).
+    Table,
+    /// A view, materialized view or foreign table: rows computed from, or held in,
+    /// other relations.
+    View,
+    /// A partition of a partitioned table; its rows are read through the parent.
+    Partition,
 }
 
 /// A source system.
@@ -211,6 +231,19 @@ pub enum Error {
         /// What failed.
         message: String,
     },
+    /// The source's columns changed in a way the stream's policy stops at; nothing was
+    /// written.
+    #[error("source `{source_name}`, stream `{stream}`: {message}")]
+    SchemaChanged {
+        /// The source.
+        source_name: String,
+        /// The stream.
+        stream: String,
+        /// What changed (each with action `stopped`).
+        changes: Vec<ingest::SchemaChange>,
+        /// What changed and what to do, in words.
+        message: String,
+    },
     /// Writing to the lake failed; nothing of the stream was committed.
     #[error("source `{source_name}`, stream `{stream}`: {error}")]
     Lake {
@@ -244,6 +277,7 @@ impl Classify for Error {
                 }
             }
             Error::Read { .. } => ErrorClass::External,
+            Error::SchemaChanged { .. } => ErrorClass::User,
             Error::Lake { error, .. } => error.class(),
         }
     }

@@ -203,6 +203,9 @@ impl MyType {
     }
 }
 
+/// How long connecting may take before the source is reported unreachable.
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// A MySQL or MariaDB source.
 pub struct MysqlSource {
     name: String,
@@ -249,9 +252,21 @@ impl MysqlSource {
                 ),
             )
         })?;
-        let mut conn = Conn::new(opts)
-            .await
-            .map_err(|e| self.connection_error(e))?;
+        // An unreachable host fails in seconds, not after the operating system's minutes.
+        let mut conn = match tokio::time::timeout(CONNECT_TIMEOUT, Conn::new(opts)).await {
+            Ok(conn) => conn.map_err(|e| self.connection_error(e))?,
+            Err(_) => {
+                return Err(Error::Connect {
+                    source_name: self.name.clone(),
+                    message: format!(
+                        "the connection timed out after {}s: {}",
+                        CONNECT_TIMEOUT.as_secs(),
+                        strata_types::redact_url_password(&self.url)
+                    ),
+                    retryable: true,
+                });
+            }
+        };
         conn.query_drop("SET time_zone = '+00:00'")
             .await
             .map_err(|e| self.read_error(None, "setting the session time zone", e))?;
@@ -347,6 +362,35 @@ impl MysqlSource {
     }
 }
 
+impl MysqlSource {
+    /// `(schema, table, TABLE_TYPE, TABLE_COMMENT)` of the relations of the source's schemas.
+    async fn tables(&self, conn: &mut Conn) -> Result<Vec<(String, String, String, String)>> {
+        let list = self
+            .schemas
+            .iter()
+            .map(|s| quote_literal(s))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let rows: Vec<Row> = conn
+            .query(format!(
+                "SELECT TABLE_SCHEMA, TABLE_NAME, TABLE_TYPE, TABLE_COMMENT \
+                 FROM information_schema.TABLES WHERE TABLE_SCHEMA IN ({list})"
+            ))
+            .await
+            .map_err(|e| self.read_error(None, "reading information_schema", e))?;
+        Ok(rows
+            .into_iter()
+            .map(|r| {
+                let text = |i: usize| match r.as_ref(i) {
+                    Some(Value::Bytes(b)) => String::from_utf8_lossy(b).into_owned(),
+                    _ => String::new(),
+                };
+                (text(0), text(1), text(2), text(3))
+            })
+            .collect())
+    }
+}
+
 #[derive(Debug, Clone)]
 struct CatalogColumn {
     schema: String,
@@ -395,6 +439,7 @@ impl Source for MysqlSource {
     async fn discover(&self) -> Result<Vec<DiscoveredStream>> {
         let mut conn = self.connect().await?;
         let cols = self.catalog(&mut conn, None).await?;
+        let tables = self.tables(&mut conn).await?;
         let _ = conn.disconnect().await;
         let mut out: Vec<DiscoveredStream> = Vec::new();
         let mut i = 0;
@@ -419,7 +464,21 @@ impl Source for MysqlSource {
                     .filter(|c| c.primary)
                     .map(|c| c.name.clone())
                     .collect(),
+                kind: crate::TableKind::Table,
+                description: None,
             });
+            if let Some((kind, comment)) = tables
+                .iter()
+                .find(|(s, t, _, _)| *s == group[0].schema && *t == group[0].table)
+                .map(|(_, _, kind, comment)| (kind, comment))
+                && let Some(d) = out.last_mut()
+            {
+                if kind != "BASE TABLE" {
+                    d.kind = crate::TableKind::View;
+                } else if !comment.is_empty() {
+                    d.description = Some(comment.clone());
+                }
+            }
             i = j;
         }
         Ok(out)

@@ -872,6 +872,8 @@ impl Source for RedisSource {
                     schema: Arc::new(Schema::new(fields)),
                     source_types: vec!["stream entry".to_string(); n],
                     primary_key: vec!["_id".into()],
+                    kind: crate::TableKind::Table,
+                    description: None,
                 });
             } else {
                 let (records, _) = self
@@ -884,6 +886,8 @@ impl Source for RedisSource {
                     schema,
                     source_types: vec!["key".to_string(); n],
                     primary_key: vec!["_key".into()],
+                    kind: crate::TableKind::Table,
+                    description: None,
                 });
             }
         }

@@ -1879,6 +1879,8 @@ impl Source for RestSource {
                     .collect(),
                 schema,
                 primary_key: s.primary_key.clone(),
+                kind: crate::TableKind::Table,
+                description: None,
             });
         }
         Ok(out)

@@ -3,9 +3,8 @@
 //! table's size.
 //!
 //! `url: sqlite:///abs/path/shop.db` (an absolute path) or `url: sqlite://data/shop.db` (a
-//! path relative to the current directory of the process, which need not be the project
-//! root: prefer an absolute path). A `?…` suffix is ignored; the file is never created or
-//! written.
+//! path relative to the project's folder, wherever Strata runs from). A `?…` suffix is
+//! ignored; the file is never created or written.
 //!
 //! SQLite stores each *value* with its own storage class (integer, real, text, blob), and a
 //! column's declared type is only an affinity: an `INTEGER` column may hold `'abc'`. The
@@ -194,10 +193,16 @@ impl SqliteSource {
         let url = def.url.as_deref().ok_or_else(|| {
             Error::config(
                 &def.name,
-                "a sqlite source needs `url: sqlite:///absolute/path/file.db` (or `sqlite://path/relative/to/the/current/directory.db`)",
+                "a sqlite source needs `url: sqlite:///absolute/path/file.db` (or `sqlite://path/relative/to/the/project.db`)",
             )
         })?;
-        let path = parse_url(url).map_err(|m| Error::config(&def.name, &m))?;
+        let mut path = parse_url(url).map_err(|m| Error::config(&def.name, &m))?;
+        if path.is_relative() {
+            // sources/<name>.yml → the project folder.
+            if let Some(root) = def.file.parent().and_then(|p| p.parent()) {
+                path = root.join(path);
+            }
+        }
         Ok(Self {
             name: def.name.clone(),
             path,
@@ -225,19 +230,12 @@ impl SqliteSource {
         let shown = self.path.display();
         match std::fs::metadata(&self.path) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let cwd = std::env::current_dir()
-                    .map(|d| d.display().to_string())
-                    .unwrap_or_default();
-                let hint = if self.path.is_relative() {
+                return Err(self.connect_error(
                     format!(
-                        " (relative paths are read from the current directory, {cwd}; use sqlite:///absolute/path)"
-                    )
-                } else {
-                    String::new()
-                };
-                return Err(
-                    self.connect_error(format!("the file {shown} does not exist{hint}"), false)
-                );
+                        "the file {shown} does not exist (a relative `url:` is read from the project's folder)"
+                    ),
+                    false,
+                ));
             }
             Err(e) => {
                 return Err(self.connect_error(format!("cannot open {shown}: {e}"), false));
@@ -484,14 +482,14 @@ impl Source for SqliteSource {
 
     async fn discover(&self) -> Result<Vec<DiscoveredStream>> {
         let mut conn = self.connect().await?;
-        let tables: Vec<String> = sqlx::query_scalar(
-            "SELECT name FROM sqlite_schema WHERE type IN ('table', 'view') AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' ORDER BY name",
+        let tables: Vec<(String, String)> = sqlx::query_as(
+            "SELECT name, type FROM sqlite_schema WHERE type IN ('table', 'view') AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' ORDER BY name",
         )
         .fetch_all(&mut conn)
         .await
         .map_err(|e| self.read_error(None, format!("listing the tables: {e}")))?;
         let mut out = Vec::new();
-        for t in tables {
+        for (t, kind) in tables {
             let mut cols = self.table_columns(&mut conn, "main", &t).await?;
             let from = format!("main.{}", quote_ident(&t));
             self.infer_untyped(&mut conn, None, &from, None, &mut cols)
@@ -514,6 +512,12 @@ impl Source for SqliteSource {
                     })
                     .collect(),
                 primary_key: pk.iter().map(|c| c.name.clone()).collect(),
+                kind: if kind == "view" {
+                    crate::TableKind::View
+                } else {
+                    crate::TableKind::Table
+                },
+                description: None,
             });
         }
         let _ = conn.close().await;

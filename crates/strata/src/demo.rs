@@ -377,6 +377,306 @@ pub(crate) const REPORT: &[(&str, &str)] = &[
     ),
 ];
 
+/// Where the demo's operational data lives before Strata ingests it.
+pub(crate) enum Operational<'a> {
+    /// `data/lumen_goods.db`, a SQLite file in the project.
+    Sqlite,
+    /// A schema `lumen_goods` in this PostgreSQL database (replaced if it exists).
+    Postgres(&'a str),
+}
+
+/// The shop's application tables (customers, orders, order items), by name, with keys.
+const APP_TABLES: &[(&str, &[&str])] = &[
+    ("customers", &["customer_id"]),
+    ("orders", &["order_id"]),
+    ("order_items", &["order_id", "line_no"]),
+];
+
+/// Schema of the demo's tables in PostgreSQL.
+pub(crate) const PG_SCHEMA: &str = "lumen_goods";
+
+fn sql_type(t: &DataType, sqlite: bool) -> &'static str {
+    match t {
+        DataType::Int64 => "BIGINT",
+        DataType::Int32 => "INTEGER",
+        DataType::Decimal128(..) => "DECIMAL(12,2)",
+        DataType::Date32 => "DATE",
+        DataType::Timestamp(..) if sqlite => "TIMESTAMP",
+        DataType::Timestamp(..) => "TIMESTAMPTZ",
+        _ => "TEXT",
+    }
+}
+
+fn create_table_sql(name: &str, schema: &Schema, key: &[&str], sqlite: bool) -> String {
+    let cols: Vec<String> = schema
+        .fields()
+        .iter()
+        .map(|f| {
+            format!(
+                "{} {}{}",
+                f.name(),
+                sql_type(f.data_type(), sqlite),
+                if f.is_nullable() { "" } else { " NOT NULL" }
+            )
+        })
+        .collect();
+    let table = if sqlite {
+        name.to_string()
+    } else {
+        format!("{PG_SCHEMA}.{name}")
+    };
+    format!(
+        "CREATE TABLE {table} ({}, PRIMARY KEY ({}))",
+        cols.join(", "),
+        key.join(", ")
+    )
+}
+
+/// Each value of a batch as text (`None` for NULL), row by row.
+fn text_rows(batch: &RecordBatch) -> Result<Vec<Vec<Option<String>>>> {
+    use strata_engine::datafusion::arrow::array::Array;
+    use strata_engine::datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
+    let opts = FormatOptions::default();
+    let formatters = batch
+        .columns()
+        .iter()
+        .map(|c| ArrayFormatter::try_new(c.as_ref(), &opts))
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    Ok((0..batch.num_rows())
+        .map(|r| {
+            batch
+                .columns()
+                .iter()
+                .zip(&formatters)
+                .map(|(c, f)| (!c.is_null(r)).then(|| f.value(r).to_string()))
+                .collect()
+        })
+        .collect())
+}
+
+fn table<'a>(data: &'a DemoData, name: &str) -> &'a [RecordBatch] {
+    data.tables
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, b)| b.as_slice())
+        .unwrap_or_default()
+}
+
+/// Writes the application tables to SQLite or PostgreSQL, the payments as CSV exports and
+/// the product catalog as JSON, and the `sources/*.yml` that describe them.
+pub(crate) async fn write_operational(
+    root: &std::path::Path,
+    data: &DemoData,
+    target: Operational<'_>,
+) -> Result<()> {
+    match target {
+        Operational::Sqlite => write_sqlite(&root.join("data/lumen_goods.db"), data).await?,
+        Operational::Postgres(url) => write_postgres(url, data).await?,
+    }
+    write_payments_csv(&root.join("landing/payments"), table(data, "payments"))?;
+    write_products_json(&root.join("landing/catalog"), table(data, "products"))?;
+    let app = match target {
+        Operational::Sqlite => "# The shop's application database.\ntype: sqlite\nurl: sqlite://data/lumen_goods.db\nstreams:\n".to_string(),
+        Operational::Postgres(url) => format!(
+            "# The shop's application database.\ntype: postgres\nurl: {url}\nschemas: [{PG_SCHEMA}]\nstreams:\n"
+        ),
+    };
+    let prefix = match target {
+        Operational::Sqlite => String::new(),
+        Operational::Postgres(_) => format!("{PG_SCHEMA}."),
+    };
+    let streams = format!(
+        "  - table: {prefix}customers\n    destination: raw.customers\n\
+         \x20 - table: {prefix}orders\n    mode: incremental\n    cursor: order_id\n    primary_key: [order_id]\n    destination: raw.orders\n\
+         \x20 - table: {prefix}order_items\n    mode: incremental\n    cursor: order_id\n    primary_key: [order_id, line_no]\n    destination: raw.order_items\n"
+    );
+    std::fs::create_dir_all(root.join("sources"))?;
+    std::fs::write(root.join("sources/shop.yml"), app + &streams)?;
+    std::fs::write(
+        root.join("sources/exports.yml"),
+        "# Files other systems drop in landing/: payment exports (CSV) and the product catalog (JSON).\n\
+         type: files\n\
+         url: landing\n\
+         streams:\n\
+         \x20 - name: payments\n    mode: incremental          # each export file is loaded once\n    primary_key: [payment_id]\n    destination: raw.payments\n    options:\n      path: \"payments/*.csv\"\n      column_types: \"amount=decimal(12,2)\"\n\
+         \x20 - name: products\n    destination: raw.products\n    options:\n      path: catalog/products.json\n",
+    )?;
+    Ok(())
+}
+
+async fn write_sqlite(path: &std::path::Path, data: &DemoData) -> Result<()> {
+    use sqlx::{Connection, Executor};
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    for suffix in ["", "-wal", "-shm", "-journal"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+    }
+    let opts = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(path)
+        .create_if_missing(true);
+    let mut conn = sqlx::sqlite::SqliteConnection::connect_with(&opts).await?;
+    let mut tx = conn.begin().await?;
+    for (name, key) in APP_TABLES {
+        let batches = table(data, name);
+        let Some(first) = batches.first() else {
+            continue;
+        };
+        tx.execute(sqlx::AssertSqlSafe(create_table_sql(
+            name,
+            &first.schema(),
+            key,
+            true,
+        )))
+        .await?;
+        let ncols = first.num_columns();
+        for b in batches {
+            for chunk in text_rows(b)?.chunks(500) {
+                let row = format!("({})", vec!["?"; ncols].join(", "));
+                let sql = format!(
+                    "INSERT INTO {name} VALUES {}",
+                    vec![row.as_str(); chunk.len()].join(", ")
+                );
+                let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+                for r in chunk {
+                    for v in r {
+                        q = q.bind(v.clone());
+                    }
+                }
+                q.execute(&mut *tx).await?;
+            }
+        }
+    }
+    tx.commit().await?;
+    conn.close().await?;
+    Ok(())
+}
+
+async fn write_postgres(url: &str, data: &DemoData) -> Result<()> {
+    use futures::SinkExt;
+    let (mut client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .map_err(|e| anyhow::anyhow!("connecting to the PostgreSQL of --postgres: {e}"))?;
+    tokio::spawn(conn);
+    let tx = client.transaction().await?;
+    tx.batch_execute(&format!(
+        "DROP SCHEMA IF EXISTS {PG_SCHEMA} CASCADE; CREATE SCHEMA {PG_SCHEMA};"
+    ))
+    .await?;
+    for (name, key) in APP_TABLES {
+        let batches = table(data, name);
+        let Some(first) = batches.first() else {
+            continue;
+        };
+        tx.batch_execute(&create_table_sql(name, &first.schema(), key, false))
+            .await?;
+        let sink = tx
+            .copy_in(&format!(
+                "COPY {PG_SCHEMA}.{name} FROM STDIN (FORMAT csv, NULL '\\N')"
+            ))
+            .await?;
+        futures::pin_mut!(sink);
+        for b in batches {
+            let mut buf = String::new();
+            for r in text_rows(b)? {
+                let line: Vec<String> = r
+                    .into_iter()
+                    .map(|v| match v {
+                        None => "\\N".to_string(),
+                        Some(s) => csv_field(&s),
+                    })
+                    .collect();
+                buf.push_str(&line.join(","));
+                buf.push('\n');
+            }
+            sink.send(bytes::Bytes::from(buf)).await?;
+        }
+        sink.finish().await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n', '\r']) || s == "\\N" {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
+/// Payments as the payment provider exports them: CSV files of 2,500 payments each.
+fn write_payments_csv(dir: &std::path::Path, batches: &[RecordBatch]) -> Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let Some(first) = batches.first() else {
+        return Ok(());
+    };
+    let header: Vec<String> = first
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect();
+    let mut part = 0;
+    let mut out = String::new();
+    let mut in_part = 0;
+    let flush = |out: &mut String, part: &mut usize| -> Result<()> {
+        *part += 1;
+        std::fs::write(
+            dir.join(format!("payments-{part:04}.csv")),
+            format!("{}\n{out}", header.join(",")),
+        )?;
+        out.clear();
+        Ok(())
+    };
+    for b in batches {
+        for r in text_rows(b)? {
+            let line: Vec<String> = r
+                .into_iter()
+                .map(|v| v.map(|s| csv_field(&s)).unwrap_or_default())
+                .collect();
+            out.push_str(&line.join(","));
+            out.push('\n');
+            in_part += 1;
+            if in_part == 2_500 {
+                flush(&mut out, &mut part)?;
+                in_part = 0;
+            }
+        }
+    }
+    if in_part > 0 {
+        flush(&mut out, &mut part)?;
+    }
+    Ok(())
+}
+
+/// The product catalog as a JSON document, prices nested as `{"amount", "currency"}`.
+fn write_products_json(dir: &std::path::Path, batches: &[RecordBatch]) -> Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let mut products = Vec::new();
+    for b in batches {
+        for r in text_rows(b)? {
+            let [Some(id), Some(name), Some(category), Some(price)] =
+                <[Option<String>; 4]>::try_from(r)
+                    .map_err(|_| anyhow::anyhow!("the products table has four columns"))?
+            else {
+                anyhow::bail!("a product has an empty field");
+            };
+            products.push(serde_json::json!({
+                "product_id": id.parse::<i64>()?,
+                "name": name,
+                "category": category,
+                "price": {"amount": price.parse::<f64>()?, "currency": "USD"},
+            }));
+        }
+    }
+    std::fs::write(
+        dir.join("products.json"),
+        serde_json::to_string_pretty(&products)?,
+    )?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use strata_engine::{Engine, Session, StatementResult};
-use strata_lake::{Lake, TableName, WriteMode, WriteOptions};
+use strata_lake::{Lake, TableName};
 use strata_meta::{MetaStore, NewRun, RunFilter, RunOutcome};
 use strata_project::{InitOptions, Project};
 use strata_types::{Classify, ErrorClass};
@@ -156,7 +156,9 @@ Examples:
         limit: u32,
     },
     /// Create and load a ready e-commerce project, then print a short report.
-    #[command(after_help = "Examples:\n  strata demo\n  strata demo /tmp/shop --scale 1000000")]
+    #[command(
+        after_help = "The demo writes a shop's operational data the way real systems hold it (an application\ndatabase, CSV exports, a JSON catalog), declares them as sources and ingests them.\n\nExamples:\n  strata demo\n  strata demo /tmp/shop --scale 1000000\n  strata demo --postgres postgres://postgres@localhost/test"
+    )]
     Demo {
         /// Where to create the project.
         #[arg(default_value = "strata-demo")]
@@ -164,6 +166,10 @@ Examples:
         /// Number of orders to generate (customers = orders / 5).
         #[arg(long, default_value_t = 10_000)]
         scale: u64,
+        /// Keep the shop's application tables in this PostgreSQL database (schema
+        /// `lumen_goods`, replaced) instead of a SQLite file, and ingest from there.
+        #[arg(long, value_name = "URL")]
+        postgres: Option<String>,
     },
 }
 
@@ -370,7 +376,11 @@ async fn run(cli: Cli, redactor: strata_types::Redactor) -> Result<()> {
             }
             Ok(())
         }
-        Command::Demo { dir, scale } => run_demo(&cli, dir, *scale).await,
+        Command::Demo {
+            dir,
+            scale,
+            postgres,
+        } => run_demo(&cli, dir, *scale, postgres.as_deref()).await,
         Command::Sql {
             query,
             format,
@@ -665,7 +675,7 @@ async fn describe(ctx: &Ctx, name: &str, history: usize) -> Result<()> {
             .schema
             .fields()
             .iter()
-            .map(|f| serde_json::json!({"name": f.name(), "type": f.data_type().to_string(), "nullable": f.is_nullable()}))
+            .map(|f| serde_json::json!({"name": f.name(), "type": f.data_type().to_string(), "nullable": f.is_nullable(), "comment": f.metadata().get("comment").filter(|c| !c.is_empty())}))
             .collect();
         let hist: Vec<_> = commits
             .iter()
@@ -676,7 +686,8 @@ async fn describe(ctx: &Ctx, name: &str, history: usize) -> Result<()> {
             serde_json::to_string_pretty(&serde_json::json!({
                 "table": t.to_string(), "location": lake.table_url(&t).to_string(),
                 "version": info.version, "rows": info.rows, "bytes": info.bytes, "files": info.files,
-                "partition_columns": info.partition_columns, "columns": cols, "history": hist,
+                "partition_columns": info.partition_columns, "description": info.description,
+                "columns": cols, "history": hist,
             }))?
         );
         return Ok(());
@@ -700,15 +711,27 @@ async fn describe(ctx: &Ctx, name: &str, history: usize) -> Result<()> {
             info.partition_columns.join(", ")
         }
     );
+    let comment = |f: &strata_lake::deltalake::arrow::datatypes::Field| {
+        f.metadata().get("comment").cloned().unwrap_or_default()
+    };
+    let with_comments = info.schema.fields().iter().any(|f| !comment(f).is_empty());
     let mut cols = comfy_table::Table::new();
-    cols.load_preset(comfy_table::presets::UTF8_FULL_CONDENSED)
-        .set_header(["column", "type", "nullable"]);
+    cols.load_preset(comfy_table::presets::UTF8_FULL_CONDENSED);
+    if with_comments {
+        cols.set_header(["column", "type", "nullable", "comment"]);
+    } else {
+        cols.set_header(["column", "type", "nullable"]);
+    }
     for f in info.schema.fields() {
-        cols.add_row([
+        let mut row = vec![
             f.name().clone(),
             f.data_type().to_string(),
             if f.is_nullable() { "yes" } else { "no" }.to_string(),
-        ]);
+        ];
+        if with_comments {
+            row.push(comment(f));
+        }
+        cols.add_row(row);
     }
     println!("\n{cols}");
     let mut hist = comfy_table::Table::new();
@@ -740,8 +763,7 @@ async fn describe(ctx: &Ctx, name: &str, history: usize) -> Result<()> {
     Ok(())
 }
 
-async fn run_demo(cli: &Cli, dir: &Path, scale: u64) -> Result<()> {
-    use indicatif::{ProgressBar, ProgressStyle};
+async fn run_demo(cli: &Cli, dir: &Path, scale: u64, postgres: Option<&str>) -> Result<()> {
     if scale == 0 {
         bail!("--scale must be at least 1 order");
     }
@@ -764,36 +786,37 @@ async fn run_demo(cli: &Cli, dir: &Path, scale: u64) -> Result<()> {
         );
     }
     let data = demo::generate(scale)?;
-    let pb = if ctx.quiet {
-        ProgressBar::hidden()
-    } else {
-        ProgressBar::new(data.rows())
+    let rows = data.rows();
+    let (target, where_) = match postgres {
+        Some(url) => (
+            demo::Operational::Postgres(url),
+            format!(
+                "PostgreSQL schema {} ({})",
+                demo::PG_SCHEMA,
+                ctx.project
+                    .redactor
+                    .redact(&strata_types::redact_url_password(url))
+            ),
+        ),
+        None => (
+            demo::Operational::Sqlite,
+            "data/lumen_goods.db (SQLite)".to_string(),
+        ),
     };
-    pb.set_style(
-        ProgressStyle::with_template(
-            "  {msg:<18} [{bar:30}] {human_pos}/{human_len} rows ({per_sec})",
-        )
-        .expect("valid template")
-        .progress_chars("=> "),
-    );
-    let lake = ctx.engine.lake().clone();
     ctx.recorded("demo", &format!("--scale {scale}"), || async {
-        for (name, batches) in data.tables {
-            pb.set_message(format!("raw.{name}"));
-            let rows: u64 = batches.iter().map(|b| b.num_rows() as u64).sum();
-            let t = TableName::new("raw", name)?;
-            lake.write_batches(&t, batches, WriteMode::Overwrite, &WriteOptions::default())
-                .await?;
-            pb.inc(rows);
-        }
-        pb.finish_and_clear();
-        Ok(Some(pb.position() as i64))
+        demo::write_operational(&ctx.project.root, &data, target).await?;
+        Ok(Some(rows as i64))
     })
     .await?;
     if !ctx.quiet {
         println!(
-            "Loaded {} rows into raw.customers, raw.products, raw.orders, raw.order_items, raw.payments in {:.1?}\n",
-            pb.position(),
+            "The shop's systems: customers, orders and order items in {where_}; payment exports (CSV) in landing/payments/; the product catalog (JSON) in landing/catalog/. Sources in sources/shop.yml and sources/exports.yml.\n\nIngesting with `strata ingest`:"
+        );
+    }
+    sources_cmd::ingest(&ctx, &[], false, 4).await?;
+    if !ctx.quiet {
+        println!(
+            "Loaded {rows} rows into raw.customers, raw.products, raw.orders, raw.order_items, raw.payments in {:.1?}\n",
             started.elapsed()
         );
     }

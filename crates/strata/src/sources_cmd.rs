@@ -71,8 +71,14 @@ pub(crate) async fn run(ctx: &Ctx, cmd: &SourcesCommand) -> Result<()> {
                     "destination",
                     "cursor",
                     "key",
+                    "from",
                 ]);
             for s in &sources {
+                // Cloned streams come from the source's tables: discovered now.
+                let (s, clone_error) = match expand(s).await {
+                    Ok(e) => (e, None),
+                    Err(e) => (s.clone(), Some(ctx.project.redactor.redact(&e.to_string()))),
+                };
                 for st in &s.streams {
                     t.add_row([
                         s.name.clone(),
@@ -82,9 +88,22 @@ pub(crate) async fn run(ctx: &Ctx, cmd: &SourcesCommand) -> Result<()> {
                         st.destination.to_string(),
                         st.cursor.clone().unwrap_or_default(),
                         st.primary_key.join(", "),
+                        if st.cloned { "clone" } else { "file" }.into(),
                     ]);
                 }
-                if s.streams.is_empty() {
+                if let Some(e) = clone_error {
+                    t.add_row([
+                        s.name.clone(),
+                        s.kind.clone(),
+                        format!("(clone: cannot list the tables: {e})"),
+                    ]);
+                } else if s.streams.is_empty() && s.clone {
+                    t.add_row([
+                        s.name.clone(),
+                        s.kind.clone(),
+                        "(clone: no tables to copy in its schemas)".into(),
+                    ]);
+                } else if s.streams.is_empty() {
                     t.add_row([
                         s.name.clone(),
                         s.kind.clone(),
@@ -117,17 +136,7 @@ pub(crate) async fn run(ctx: &Ctx, cmd: &SourcesCommand) -> Result<()> {
                     .collect();
                 t.add_row([d.table.clone(), cols.join(", "), d.primary_key.join(", ")]);
                 yaml.push_str(&format!("  - table: {}\n", d.table));
-                let cursor = d
-                    .schema
-                    .fields()
-                    .iter()
-                    .map(|f| f.name().clone())
-                    .find(|n| {
-                        matches!(
-                            n.as_str(),
-                            "updated_at" | "modified_at" | "last_modified" | "updated"
-                        )
-                    });
+                let cursor = strata_sources::clone::change_cursor(d);
                 match (cursor, d.primary_key.is_empty()) {
                     (Some(c), false) => yaml.push_str(&format!(
                         "    mode: incremental\n    cursor: {c}\n    primary_key: [{}]\n",
@@ -178,6 +187,24 @@ pub(crate) async fn run(ctx: &Ctx, cmd: &SourcesCommand) -> Result<()> {
                 ]);
             }
             println!("{t}");
+            let changes = meta.schema_changes(None, *limit).await?;
+            if !changes.is_empty() {
+                let mut t = comfy_table::Table::new();
+                t.load_preset(comfy_table::presets::UTF8_FULL_CONDENSED)
+                    .set_header(["at", "stream", "column", "change", "from", "to", "action"]);
+                for (at, c) in changes {
+                    t.add_row([
+                        at.format("%Y-%m-%d %H:%M:%S").to_string(),
+                        format!("{}.{}", c.source, c.stream),
+                        c.column,
+                        c.change,
+                        c.from_type.unwrap_or_default(),
+                        c.to_type.unwrap_or_default(),
+                        c.action,
+                    ]);
+                }
+                println!("\nSchema changes:\n{t}");
+            }
         }
     }
     Ok(())
@@ -191,6 +218,15 @@ const EXAMPLE: &str = "  # sources/shop.yml
       mode: incremental
       cursor: updated_at
       primary_key: [id]";
+
+/// The source with the streams `clone: true` adds (connects to list its tables).
+async fn expand(def: &SourceDef) -> std::result::Result<SourceDef, strata_sources::Error> {
+    if !def.clone {
+        return Ok(def.clone());
+    }
+    let src = strata_sources::connect(def)?;
+    strata_sources::clone::expand_clone(def, src.as_ref()).await
+}
 
 fn mode_name(m: SyncMode) -> &'static str {
     match m {
@@ -207,19 +243,49 @@ pub(crate) async fn ingest(
     full_refresh: bool,
     parallel: usize,
 ) -> Result<()> {
-    let sources = load_sources(&ctx.project.root, &ctx.project.redactor)?;
-    let mut work: Vec<(&SourceDef, &StreamDef)> = Vec::new();
-    for sel in selectors {
-        let (src, stream) = match sel.split_once('.') {
+    let declared = load_sources(&ctx.project.root, &ctx.project.redactor)?;
+    let selected: Vec<(&str, Option<&str>)> = selectors
+        .iter()
+        .map(|sel| match sel.split_once('.') {
             Some((s, st)) => (s, Some(st)),
             None => (sel.as_str(), None),
-        };
+        })
+        .collect();
+    for (src, _) in &selected {
+        find(&declared, src)?;
+    }
+    // Sources with `clone: true` get a stream per table, discovered now; a source that
+    // cannot be reached fails here (its declared streams still run).
+    let mut sources: Vec<SourceDef> = Vec::new();
+    let mut clone_failures: Vec<(String, String)> = Vec::new();
+    for def in &declared {
+        if !selected.is_empty() && !selected.iter().any(|(s, _)| *s == def.name) {
+            continue;
+        }
+        match expand(def).await {
+            Ok(e) => sources.push(e),
+            Err(e) => {
+                clone_failures.push((
+                    format!("{}.(clone)", def.name),
+                    ctx.project.redactor.redact(&e.to_string()),
+                ));
+                sources.push(def.clone());
+            }
+        }
+    }
+    let mut work: Vec<(&SourceDef, &StreamDef)> = Vec::new();
+    for (src, stream) in selected.iter().copied() {
         let def = find(&sources, src)?;
         match stream {
             Some(st) => {
                 let s = def.streams.iter().find(|s| s.name == st).ok_or_else(|| {
+                    let failed = clone_failures
+                        .iter()
+                        .find(|(l, _)| l.starts_with(&format!("{src}.")))
+                        .map(|(_, e)| format!(" (its tables could not be listed: {e})"))
+                        .unwrap_or_default();
                     anyhow::anyhow!(
-                        "source `{src}` has no stream `{st}`; its streams: {}",
+                        "source `{src}` has no stream `{st}`; its streams: {}{failed}",
                         def.streams
                             .iter()
                             .map(|s| s.name.as_str())
@@ -232,12 +298,20 @@ pub(crate) async fn ingest(
             None => work.extend(def.streams.iter().map(|s| (def, s))),
         }
     }
+    // `shop shop.orders` runs `shop.orders` once.
+    let mut seen = std::collections::HashSet::new();
+    work.retain(|(d, s)| seen.insert((d.name.clone(), s.name.clone())));
     if selectors.is_empty() {
         work.extend(
             sources
                 .iter()
                 .flat_map(|d| d.streams.iter().map(move |s| (d, s))),
         );
+    }
+    if work.is_empty()
+        && let Some((label, e)) = clone_failures.first()
+    {
+        bail!("{label}: {e}");
     }
     if work.is_empty() {
         bail!(
@@ -254,7 +328,7 @@ pub(crate) async fn ingest(
     let lake = ctx.engine.lake().clone();
     let opts = IngestOptions { full_refresh };
     let started = Instant::now();
-    let results: Vec<(String, std::result::Result<StreamReport, String>)> =
+    let mut results: Vec<(String, std::result::Result<StreamReport, String>)> =
         futures::stream::iter(work)
             .map(|(def, stream)| {
                 let bar = multi.add(ProgressBar::new_spinner());
@@ -324,6 +398,32 @@ pub(crate) async fn ingest(
                         };
                         let _ = m.finish_run(&id, outcome).await;
                     }
+                    if let Some(m) = &ctx.meta {
+                        let changes = match &result {
+                            Ok(r) => r.schema_changes.as_slice(),
+                            Err(strata_sources::Error::SchemaChanged { changes, .. }) => {
+                                changes.as_slice()
+                            }
+                            Err(_) => &[],
+                        };
+                        let log: Vec<strata_meta::SchemaChange> = changes
+                            .iter()
+                            .map(|c| strata_meta::SchemaChange {
+                                run_id,
+                                source: def.name.clone(),
+                                stream: stream.name.clone(),
+                                table: stream.destination.to_string(),
+                                column: c.column.clone(),
+                                change: c.change.as_str().to_string(),
+                                from_type: c.from_type.clone(),
+                                to_type: c.to_type.clone(),
+                                action: c.action.clone(),
+                            })
+                            .collect();
+                        if let Err(e) = m.record_schema_changes(&log).await {
+                            tracing::warn!("could not record schema changes: {e}");
+                        }
+                    }
                     (
                         label,
                         result.map_err(|e| ctx.project.redactor.redact(&e.to_string())),
@@ -333,6 +433,12 @@ pub(crate) async fn ingest(
             .buffer_unordered(parallel.max(1))
             .collect()
             .await;
+    results.splice(
+        0..0,
+        clone_failures
+            .into_iter()
+            .map(|(label, e)| (label, Err(format!("listing the tables to clone: {e}")))),
+    );
     let mut t = comfy_table::Table::new();
     t.load_preset(comfy_table::presets::UTF8_FULL_CONDENSED)
         .set_header([
@@ -363,6 +469,11 @@ pub(crate) async fn ingest(
                         let mut notes = vec!["ok".to_string()];
                         if !r.added_columns.is_empty() {
                             notes.push(format!("added columns: {}", r.added_columns.join(", ")));
+                        }
+                        for c in &r.schema_changes {
+                            if c.change != strata_sources::ingest::ChangeKind::Added {
+                                notes.push(format!("{}: {}", c.describe(), c.action));
+                            }
                         }
                         if r.rejected > 0 {
                             notes.push(format!(

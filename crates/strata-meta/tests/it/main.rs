@@ -15,4 +15,5 @@ mod support;
 mod connect;
 mod errors;
 mod runs;
+mod schema_changes;
 mod settings;

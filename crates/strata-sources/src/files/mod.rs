@@ -929,6 +929,8 @@ impl Source for FilesSource {
                 schema,
                 source_types,
                 primary_key: stream.primary_key.clone(),
+                kind: crate::TableKind::Table,
+                description: None,
             });
         }
         Ok(out)

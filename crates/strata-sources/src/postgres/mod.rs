@@ -2,11 +2,13 @@
 //! Arrow (see [`copy`]), with the type mapping of [`types`].
 //!
 //! Each read is one statement, so it sees one consistent snapshot of the table even while
-//! rows change under it; incremental reads select `cursor >= last value` ordered by cursor
+//! rows change under it (a large table read over several connections shares one exported
+//! snapshot between them, see [`parallel`]); incremental reads select `cursor >= last value` ordered by cursor
 //! and key, and the pipeline merges on the key, so rows sharing the last cursor value are
 //! re-read and de-duplicated rather than skipped.
 
 pub mod copy;
+pub mod parallel;
 pub mod types;
 
 use std::sync::Arc;
@@ -20,6 +22,9 @@ use tokio_postgres::{Client, NoTls};
 use self::copy::CopyDecoder;
 use self::types::{PgColumn, plan_column};
 use crate::{BatchStream, DiscoveredStream, Error, Result, Source};
+
+/// How long connecting may take before the source is reported unreachable.
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// A PostgreSQL source.
 pub struct PostgresSource {
@@ -51,9 +56,38 @@ impl PostgresSource {
     }
 
     async fn connect(&self) -> Result<Client> {
-        let (client, connection) = tokio_postgres::connect(&self.url, NoTls)
-            .await
-            .map_err(|e| self.connection_error(e))?;
+        let mut config: tokio_postgres::Config = self.url.parse().map_err(|e| {
+            Error::config(
+                &self.name,
+                &format!(
+                    "invalid url {}: {e}",
+                    strata_types::redact_url_password(&self.url)
+                ),
+            )
+        })?;
+        // An unreachable host fails in seconds, not after the operating system's minutes;
+        // `?connect_timeout=N` in the URL overrides.
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(CONNECT_TIMEOUT);
+        }
+        // The same limit covers the whole handshake: a server that accepts the connection
+        // and then says nothing must not hang the run either.
+        let limit = config.get_connect_timeout().copied().unwrap_or(CONNECT_TIMEOUT);
+        let (client, connection) = match tokio::time::timeout(limit, config.connect(NoTls)).await
+        {
+            Ok(connected) => connected.map_err(|e| self.connection_error(e))?,
+            Err(_) => {
+                return Err(Error::Connect {
+                    source_name: self.name.clone(),
+                    message: format!(
+                        "the server did not answer within {}s: {}",
+                        limit.as_secs_f32(),
+                        strata_types::redact_url_password(&self.url)
+                    ),
+                    retryable: true,
+                });
+            }
+        };
         tokio::spawn(async move {
             if let Err(e) = connection.await {
                 tracing::debug!(error = %e, "PostgreSQL connection closed with an error.");
@@ -134,6 +168,14 @@ WHERE a.attnum > 0 AND NOT a.attisdropped
   AND ($2::text IS NULL OR c.relname = $2)
 ORDER BY n.nspname, c.relname, a.attnum";
 
+/// Kind (table, view, partition) and comment of each relation of the schemas `$1`.
+const RELATIONS_SQL: &str = "
+SELECT n.nspname::text, c.relname::text, c.relkind::text, c.relispartition,
+       obj_description(c.oid, 'pg_class')
+FROM pg_class c
+JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f') AND n.nspname = ANY($1)";
+
 fn column_from_row(r: &tokio_postgres::Row) -> PgColumn {
     PgColumn {
         name: r.get(2),
@@ -209,6 +251,8 @@ impl Source for PostgresSource {
                     schema: arrow,
                     source_types: cols.iter().map(|c| c.type_name.clone()).collect(),
                     primary_key: pk.into_iter().map(|(_, n)| n).collect(),
+                    kind: crate::TableKind::Table,
+                    description: None,
                 });
             }
         };
@@ -231,6 +275,29 @@ impl Source for PostgresSource {
             cur.2.push(col);
         }
         flush(current, &mut out);
+        let relations = client
+            .query(RELATIONS_SQL, &[&self.schemas])
+            .await
+            .map_err(|e| self.query_error("reading the catalog", e))?;
+        let relations: std::collections::HashMap<String, (crate::TableKind, Option<String>)> =
+            relations
+                .iter()
+                .map(|r| {
+                    let kind = match (r.get::<_, String>(2).as_str(), r.get::<_, bool>(3)) {
+                        (_, true) => crate::TableKind::Partition,
+                        ("r" | "p", _) => crate::TableKind::Table,
+                        _ => crate::TableKind::View,
+                    };
+                    let name = format!("{}.{}", r.get::<_, String>(0), r.get::<_, String>(1));
+                    (name, (kind, r.get(4)))
+                })
+                .collect();
+        for d in &mut out {
+            if let Some((kind, description)) = relations.get(&d.table) {
+                d.kind = *kind;
+                d.description = description.clone();
+            }
+        }
         Ok(out)
     }
 
@@ -247,7 +314,7 @@ impl Source for PostgresSource {
             message,
         };
         // The columns: from the catalog for a table, from a zero-row probe for a query.
-        let (from, mut cols) = match (&stream.table, &stream.query) {
+        let (from, mut cols, is_table) = match (&stream.table, &stream.query) {
             (Some(t), _) => {
                 let (schema, table) = split_table(t);
                 let cols = self.columns_of(&client, &schema, &table).await?;
@@ -259,6 +326,7 @@ impl Source for PostgresSource {
                 (
                     format!("{}.{}", quote_ident(&schema), quote_ident(&table)),
                     cols,
+                    true,
                 )
             }
             (None, Some(q)) => {
@@ -286,10 +354,11 @@ impl Source for PostgresSource {
                         comment: None,
                     })
                     .collect();
-                (format!("({q}) AS q"), cols)
+                (format!("({q}) AS q"), cols, false)
             }
             (None, None) => return Err(read_err("the stream has neither table nor query".into())),
         };
+        let table_columns = cols.clone();
         if !stream.columns.is_empty() {
             for c in &stream.columns {
                 if !cols.iter().any(|x| &x.name == c) {
@@ -327,6 +396,22 @@ impl Source for PostgresSource {
         let mut conditions: Vec<String> = Vec::new();
         if let Some(f) = &stream.filter {
             conditions.push(format!("({f})"));
+        }
+        let table = is_table.then(|| parallel::TableFacts {
+            qualified: &from,
+            columns: &table_columns,
+        });
+        if let Some(chunking) = parallel::decide(self, &client, stream, table).await? {
+            let read = parallel::ChunkedRead {
+                select: select.join(", "),
+                from: from.clone(),
+                conditions,
+                schema: Arc::clone(&schema),
+                types: plans.into_iter().map(|p| p.pg).collect(),
+                batch_size: self.batch_size,
+            };
+            let batches = parallel::read(self, client, stream, &chunking, read).await?;
+            return Ok((schema, batches));
         }
         let mut order: Vec<String> = Vec::new();
         if let Some(cursor) = &stream.cursor {

@@ -1,6 +1,7 @@
 //! Integration tests of sources against real services (PostgreSQL on the machine),
 //! each in its own schema, loading into a lake in a temporary directory.
 
+mod clone;
 mod files;
 mod mysql;
 mod postgres;

@@ -336,7 +336,7 @@ async fn schema_changes_follow_the_policy() {
     .unwrap_err()
     .to_string();
     assert!(
-        err.contains("new column `price`") && err.contains("nothing was written"),
+        err.contains("`price` added (Decimal128(8, 2))") && err.contains("nothing was written"),
         "{err}"
     );
     assert_eq!(
@@ -360,14 +360,56 @@ async fn schema_changes_follow_the_policy() {
     // A dropped source column is kept in the table and filled with NULL.
     pg.exec("ALTER TABLE {s}.items DROP COLUMN name; INSERT INTO {s}.items VALUES (3, 1.00);")
         .await;
-    ingest(
+    let r = ingest(
         &env,
         &source(&env, &yml("evolve")),
         IngestOptions::default(),
     )
     .await;
+    assert_eq!(
+        r[0].schema_changes
+            .iter()
+            .map(|c| format!("{}: {}", c.describe(), c.action))
+            .collect::<Vec<_>>(),
+        ["`name` removed: kept (NULL from now on)"]
+    );
     let got = rows(&env.lake, "raw.shop_items", "id, name, price").await;
     assert!(got.contains(&"3|NULL|1.00".to_string()), "{got:?}");
+
+    // A safe widening rewrites the column's type; an incompatible change under `evolve`
+    // turns the column to text, every old value kept as its text form.
+    pg.exec("ALTER TABLE {s}.items ALTER COLUMN id TYPE bigint; ALTER TABLE {s}.items ALTER COLUMN price TYPE text; INSERT INTO {s}.items VALUES (5000000000, 'n/a');")
+        .await;
+    let r = ingest(
+        &env,
+        &source(&env, &yml("evolve")),
+        IngestOptions::default(),
+    )
+    .await;
+    assert_eq!(
+        r[0].schema_changes
+            .iter()
+            .map(|c| format!("{}: {}", c.describe(), c.action))
+            .collect::<Vec<_>>(),
+        [
+            "`id` widened from Int32 to Int64: applied",
+            "`price` incompatible from Decimal128(8, 2) to Utf8: retyped to text",
+        ]
+    );
+    let info = env
+        .lake
+        .table_info(&"raw.shop_items".parse().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        info.schema.field_with_name("id").unwrap().data_type(),
+        &arrow::datatypes::DataType::Int64
+    );
+    let got = rows(&env.lake, "raw.shop_items", "id, price").await;
+    assert!(
+        got.contains(&"2|9.99".to_string()) && got.contains(&"5000000000|n/a".to_string()),
+        "{got:?}"
+    );
     pg.drop().await;
 }
 
@@ -447,5 +489,387 @@ async fn check_and_discover_explain_themselves() {
             "{err}"
         );
     }
+    pg.drop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_never_answers_times_out() {
+    // Accepts connections and never says a word.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let held = tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            open.push(socket);
+        }
+    });
+    let env = env().await;
+    let def = source(
+        &env,
+        &format!("type: postgres\nurl: postgres://u:secret@127.0.0.1:{port}/db?connect_timeout=1\n"),
+    );
+    let started = std::time::Instant::now();
+    let err = strata_sources::connect(&def)
+        .unwrap()
+        .check()
+        .await
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("the server did not answer within 1s") && !text.contains("secret"),
+        "{text}"
+    );
+    assert!(strata_types::Classify::retryable(&err));
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    held.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn incremental_without_a_key_neither_skips_nor_duplicates_tied_rows() {
+    let Some(pg) = Pg::new("nokey").await else {
+        return;
+    };
+    pg.exec("CREATE TABLE {s}.events (at int NOT NULL, kind text); INSERT INTO {s}.events VALUES (1, 'a'), (2, 'b'), (2, 'b'), (2, 'c');").await;
+    let env = env().await;
+    let def = source(
+        &env,
+        &format!(
+            "type: postgres\nurl: {}\nstreams:\n  - table: {}.events\n    mode: incremental\n    cursor: at\n",
+            pg.url, pg.schema
+        ),
+    );
+    let r = ingest(&env, &def, IngestOptions::default()).await;
+    assert_eq!(r[0].rows, 4);
+    // Rows arrive late at the last value, one identical to two already loaded.
+    pg.exec("INSERT INTO {s}.events VALUES (2, 'b'), (2, 'd'), (3, 'e');")
+        .await;
+    let r = ingest(&env, &def, IngestOptions::default()).await;
+    assert_eq!(r[0].rows, 3);
+    // Nothing new: the rows at the last value are read again and all dropped.
+    let r = ingest(&env, &def, IngestOptions::default()).await;
+    assert_eq!(r[0].rows, 0);
+    assert_eq!(
+        rows(&env.lake, "raw.shop_events", "at, kind").await.len(),
+        7
+    );
+    let mut got = rows(&env.lake, "raw.shop_events", "at, kind").await;
+    got.sort();
+    assert_eq!(
+        got,
+        ["1|a", "2|b", "2|b", "2|b", "2|c", "2|d", "3|e"]
+    );
+    pg.drop().await;
+}
+
+/// `count(*)|count(DISTINCT k)|sum(k)|sum(v)` of a PostgreSQL table, formatted as
+/// [`rows`] formats the lake's.
+async fn pg_checksum(pg: &Pg, table: &str, k: &str, v: &str) -> String {
+    let sql = format!(
+        "SELECT count(*)::text, count(DISTINCT {k})::text, coalesce(sum({k})::text, 'NULL'), coalesce(sum({v})::text, 'NULL') FROM {}.{table}",
+        pg.schema
+    );
+    let r = pg.client.query_one(&sql, &[]).await.unwrap();
+    (0..4)
+        .map(|i| r.get::<_, String>(i))
+        .collect::<Vec<_>>()
+        .join("|")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parallel_reads_return_every_row_exactly_once() {
+    let Some(pg) = Pg::new("parallel_reads_return_every_row_exactly_once").await else {
+        return;
+    };
+    pg.exec(
+        "-- negative and positive keys with gaps
+         CREATE TABLE {s}.gappy (id bigint PRIMARY KEY, v int NOT NULL, t text);
+         INSERT INTO {s}.gappy SELECT g * 7 - 50000, g % 1000, repeat('x', g % 13)
+           FROM generate_series(1, 20000) g WHERE g % 11 <> 0 AND g % 101 <> 0;
+         -- fewer rows than connections, at the extremes of bigint
+         CREATE TABLE {s}.tiny (id bigint PRIMARY KEY, v int NOT NULL);
+         INSERT INTO {s}.tiny VALUES (-9223372036854775808, 1), (0, 2), (9223372036854775807, 3);
+         CREATE TABLE {s}.empty (id int PRIMARY KEY, v int);
+         -- no primary key: split on a nullable smallint column; NULLs come with the first range
+         CREATE TABLE {s}.nopk (k smallint, v int NOT NULL);
+         INSERT INTO {s}.nopk SELECT CASE WHEN g % 10 = 0 THEN NULL ELSE (g % 200 - 100) END, g
+           FROM generate_series(1, 5000) g;",
+    )
+    .await;
+    let env = env().await;
+    let def = source(
+        &env,
+        &format!(
+            "type: postgres\nurl: {url}\nstreams:
+  - table: {s}.gappy
+    options: {{parallel_reads: \"4\"}}
+  - name: gappy_filtered
+    table: {s}.gappy
+    filter: \"v < 500\"
+    mode: append
+    options: {{parallel_reads: \"3\"}}
+  - table: {s}.tiny
+    options: {{parallel_reads: \"64\"}}
+  - table: {s}.empty
+    options: {{parallel_reads: \"4\"}}
+  - table: {s}.nopk
+    options: {{parallel_reads: \"5\", partition_column: k}}
+",
+            url = pg.url,
+            s = pg.schema
+        ),
+    );
+    let reports = ingest(&env, &def, IngestOptions::default()).await;
+    let rows_read: Vec<u64> = reports.iter().map(|r| r.rows).collect();
+    assert_eq!(rows_read[0], 20000 - 1818 - 198 + 18, "{rows_read:?}");
+
+    let lake = |t: &'static str, k: &'static str, v: &'static str| {
+        let lake = &env.lake;
+        async move {
+            rows(
+                lake,
+                t,
+                &format!("count(*), count(DISTINCT {k}), sum({k}), sum({v})"),
+            )
+            .await
+            .join("")
+        }
+    };
+    assert_eq!(
+        lake("raw.shop_gappy", "id", "v").await,
+        pg_checksum(&pg, "gappy", "id", "v").await
+    );
+    let filtered = pg
+        .client
+        .query_one(
+            &format!(
+                "SELECT count(*)::text || '|' || count(DISTINCT id)::text || '|' || sum(id)::text || '|' || sum(v)::text FROM {}.gappy WHERE v < 500",
+                pg.schema
+            ),
+            &[],
+        )
+        .await
+        .unwrap()
+        .get::<_, String>(0);
+    assert_eq!(lake("raw.shop_gappy_filtered", "id", "v").await, filtered);
+    assert_eq!(
+        rows(&env.lake, "raw.shop_tiny", "id, v").await,
+        vec![
+            "-9223372036854775808|1",
+            "0|2",
+            "9223372036854775807|3"
+        ]
+    );
+    assert_eq!(
+        rows(&env.lake, "raw.shop_empty", "count(*)").await,
+        vec!["0"]
+    );
+    assert_eq!(
+        lake("raw.shop_nopk", "k", "v").await,
+        pg_checksum(&pg, "nopk", "k", "v").await
+    );
+    assert_eq!(
+        rows(&env.lake, "raw.shop_nopk", "count(*), sum(v)").await,
+        vec!["5000|12502500"],
+        "rows whose partition column is NULL are read too"
+    );
+    pg.drop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parallel_reads_share_one_snapshot_while_rows_change() {
+    use arrow::array::{Array, Int32Array, Int64Array};
+    use futures::StreamExt;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    let Some(pg) = Pg::new("parallel_reads_share_one_snapshot").await else {
+        return;
+    };
+    const N: i64 = 300_000;
+    pg.exec(&format!(
+        "CREATE TABLE {{s}}.accounts (id int PRIMARY KEY, balance bigint NOT NULL);
+         INSERT INTO {{s}}.accounts SELECT g, 100 FROM generate_series(1, {N}) g;
+         ANALYZE {{s}}.accounts;"
+    ))
+    .await;
+    let env = env().await;
+    let def = source(
+        &env,
+        &format!(
+            "type: postgres\nurl: {}\nstreams:\n  - table: {}.accounts\n    options:\n      parallel_reads: \"4\"\n",
+            pg.url, pg.schema
+        ),
+    );
+    let src = strata_sources::connect(&def).unwrap();
+    let (_, mut batches) = src
+        .read(&def.streams[0], &strata_sources::ReadContext::default())
+        .await
+        .unwrap();
+
+    // A transfer from the first range to the last, committed once the read has started and
+    // before any row is consumed: it happened after the snapshot, so no range may see it.
+    pg.exec("UPDATE {s}.accounts SET balance = balance + CASE id WHEN 1 THEN -50 ELSE 50 END WHERE id IN (1, 300000)")
+        .await;
+
+    // Four connections are copying this table at once (the channel is full, so they wait).
+    let copying = format!(
+        "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'COPY (SELECT % FROM \"{}\".\"accounts\"%'",
+        pg.schema
+    );
+    let mut seen = 0;
+    for _ in 0..100 {
+        seen = pg.client.query_one(&copying, &[]).await.unwrap().get::<_, i64>(0);
+        if seen == 4 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(seen, 4, "connections copying the table");
+
+    // More transfers keep committing while the batches are consumed: each batch is taken
+    // only after at least one more transfer has committed.
+    let committed = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mover = {
+        let (client, conn) = tokio_postgres::connect(&pg.url, NoTls).await.unwrap();
+        tokio::spawn(conn);
+        let schema = pg.schema.clone();
+        let committed = Arc::clone(&committed);
+        let stop = Arc::clone(&stop);
+        tokio::spawn(async move {
+            let mut i: i64 = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let from = 1 + (i * 7919) % N;
+                let to = 1 + (i * 104_729 + N / 2) % N;
+                if from != to {
+                    client
+                        .batch_execute(&format!(
+                            "UPDATE {schema}.accounts SET balance = balance + CASE id WHEN {from} THEN -7 ELSE 7 END WHERE id IN ({from}, {to})"
+                        ))
+                        .await
+                        .unwrap();
+                    committed.fetch_add(1, Ordering::SeqCst);
+                }
+                i += 1;
+            }
+        })
+    };
+    let (mut rows_seen, mut total, mut first_balance) = (0i64, 0i64, None);
+    let mut ids = std::collections::HashSet::new();
+    loop {
+        let before = committed.load(Ordering::SeqCst);
+        while committed.load(Ordering::SeqCst) == before {
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+        let Some(b) = batches.next().await else { break };
+        let b = b.unwrap();
+        let id = b.column(0).as_any().downcast_ref::<Int32Array>().unwrap();
+        let bal = b.column(1).as_any().downcast_ref::<Int64Array>().unwrap();
+        for r in 0..b.num_rows() {
+            assert!(ids.insert(id.value(r)), "id {} read twice", id.value(r));
+            total += bal.value(r);
+            if id.value(r) == 1 {
+                first_balance = Some(bal.value(r));
+            }
+        }
+        rows_seen += b.num_rows() as i64;
+    }
+    stop.store(true, Ordering::Relaxed);
+    mover.await.unwrap();
+    assert!(committed.load(Ordering::SeqCst) > 1);
+    assert_eq!(rows_seen, N);
+    assert_eq!(ids.len() as i64, N);
+    assert_eq!(total, 100 * N, "the sum of balances is one point-in-time image");
+    assert_eq!(
+        first_balance,
+        Some(100),
+        "the transfer committed after the read began is not in it"
+    );
+    let after: i64 = pg
+        .client
+        .query_one(
+            &format!("SELECT sum(balance)::int8 FROM {}.accounts", pg.schema),
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(after, 100 * N);
+    pg.drop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parallel_read_options_explain_what_to_fix() {
+    let Some(pg) = Pg::new("parallel_read_options").await else {
+        return;
+    };
+    pg.exec(
+        "CREATE TABLE {s}.codes (code text PRIMARY KEY, n int, label text);
+         INSERT INTO {s}.codes VALUES ('a', 1, 'x');",
+    )
+    .await;
+    let env = env().await;
+    let cases = [
+        (
+            "table: {s}.codes\n    options: {parallel_reads: \"lots\"}",
+            "option `parallel_reads` must be `auto` or a number of connections from 1 to 64, not `lots`",
+        ),
+        (
+            "table: {s}.codes\n    options: {parallel_reads: \"4\"}",
+            "set `partition_column` to an integer column",
+        ),
+        (
+            "table: {s}.codes\n    options: {partition_column: label}",
+            "`partition_column: label` must be a smallint, integer or bigint column",
+        ),
+        (
+            "table: {s}.codes\n    options: {partition_column: nope}",
+            "`partition_column: nope` is not a column of the table; columns are: code, n, label",
+        ),
+        (
+            "name: q\n    query: select * from {s}.codes\n    options: {parallel_reads: \"2\"}",
+            "a `query:` stream is read over one connection",
+        ),
+        (
+            "table: {s}.codes\n    mode: incremental\n    cursor: n\n    primary_key: [code]\n    options: {parallel_reads: \"2\"}",
+            "an incremental stream reads only new rows, over one connection",
+        ),
+    ];
+    for (stream, expect) in cases {
+        let def = source(
+            &env,
+            &format!(
+                "type: postgres\nurl: {}\nstreams:\n  - {}\n",
+                pg.url,
+                stream.replace("{s}", &pg.schema)
+            ),
+        );
+        let src = strata_sources::connect(&def).unwrap();
+        let err = match src
+            .read(&def.streams[0], &strata_sources::ReadContext::default())
+            .await
+        {
+            Ok(_) => panic!("{stream}: the read started"),
+            Err(e) => e.to_string(),
+        };
+        let name = &def.streams[0].name;
+        assert!(
+            err.contains("source `shop`")
+                && err.contains(&format!("stream `{name}`"))
+                && err.contains(expect),
+            "{err}"
+        );
+    }
+    // `partition_column` on an integer column works without a primary key, and one
+    // connection (`parallel_reads: "1"`) is always allowed.
+    let def = source(
+        &env,
+        &format!(
+            "type: postgres\nurl: {url}\nstreams:\n  - table: {s}.codes\n    options: {{partition_column: n, parallel_reads: \"2\"}}\n  - name: one\n    table: {s}.codes\n    options: {{parallel_reads: \"1\"}}\n",
+            url = pg.url,
+            s = pg.schema
+        ),
+    );
+    let r = ingest(&env, &def, IngestOptions::default()).await;
+    assert_eq!((r[0].rows, r[1].rows), (1, 1));
     pg.drop().await;
 }

@@ -312,7 +312,9 @@ async fn sqlite_check_says_what_is_wrong() {
 
     let err = check("sqlite://relative/nope.db".into()).await.unwrap_err();
     assert!(
-        err.contains("relative paths are read from the current directory"),
+        err.contains(
+            "relative/nope.db does not exist (a relative `url:` is read from the project's folder)"
+        ),
         "{err}"
     );
 

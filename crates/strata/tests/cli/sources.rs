@@ -157,3 +157,142 @@ fn ingest_files_with_rejected_lines_and_query_them() {
     assert_eq!(report[0]["rows"], 0);
     assert_eq!(report[0]["version"], serde_json::Value::Null);
 }
+
+#[test]
+fn schema_changes_are_applied_and_listed_in_history() {
+    let (_tmp, dir) = project();
+    std::fs::create_dir_all(dir.join("landing")).unwrap();
+    std::fs::write(dir.join("landing/1.csv"), "id,qty,note\n1,2,a\n").unwrap();
+    std::fs::write(
+        dir.join("sources/drops.yml"),
+        "type: files\nurl: landing\nstreams:\n  - name: items\n    mode: incremental\n    options:\n      path: \"*.csv\"\n",
+    )
+    .unwrap();
+    ok(&dir, &["ingest"]);
+    // The next file: `qty` has decimals (Int64 → Float64), `note` is gone, `size` is new.
+    std::fs::write(dir.join("landing/2.csv"), "id,qty,size\n2,2.5,XL\n").unwrap();
+    let out = ok(&dir, &["ingest"]);
+    assert!(
+        out.contains("added columns: size")
+            && out.contains("`qty` widened from Int64 to Float64: applied"),
+        "{out}"
+    );
+    let q = ok(
+        &dir,
+        &[
+            "sql",
+            "--format",
+            "csv",
+            "select id, qty, note, size from raw.drops_items order by id",
+        ],
+    );
+    assert!(q.contains("1,2.0,a,\n2,2.5,,XL"), "{q}");
+    let history = ok(&dir, &["sources", "history"]);
+    for expected in [
+        "Schema changes",
+        "drops.items",
+        "qty",
+        "widened",
+        "note",
+        "removed",
+        "kept (NULL from now on)",
+        "size",
+        "added",
+    ] {
+        assert!(history.contains(expected), "{expected} in {history}");
+    }
+}
+
+#[test]
+fn clone_a_postgres_schema_and_query_it() {
+    let Ok(url) = std::env::var("STRATA_IT_POSTGRES") else {
+        eprintln!("SKIP clone_a_postgres_schema_and_query_it: STRATA_IT_POSTGRES is not set");
+        return;
+    };
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    let schema = format!("cli_clone_{}_{nanos}", std::process::id());
+    psql(
+        &url,
+        &format!(
+            "CREATE SCHEMA {schema};
+             CREATE TABLE {schema}.orders (id int PRIMARY KEY, amount numeric(10,2), updated_at timestamptz NOT NULL);
+             COMMENT ON TABLE {schema}.orders IS 'Every order';
+             COMMENT ON COLUMN {schema}.orders.amount IS 'Total, VAT included';
+             INSERT INTO {schema}.orders SELECT g, g, '2024-01-01'::timestamptz + g * interval '1 minute' FROM generate_series(1, 100) g;
+             CREATE TABLE {schema}.tags (name text);
+             INSERT INTO {schema}.tags VALUES ('a'), ('b');"
+        ),
+    );
+    let (_tmp, dir) = project();
+    std::fs::write(
+        dir.join("sources/shop.yml"),
+        format!("type: postgres\nurl: {url}\nschemas: [{schema}]\nclone: true\n"),
+    )
+    .unwrap();
+    let listed = ok(&dir, &["sources", "list"]);
+    assert!(
+        listed.contains("raw.shop_orders")
+            && listed.contains("incremental")
+            && listed.contains("raw.shop_tags")
+            && listed.contains("clone"),
+        "{listed}"
+    );
+    let out = ok(&dir, &["ingest", "--json"]);
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(report.as_array().unwrap().len(), 2, "{out}");
+    assert_eq!(
+        ok(
+            &dir,
+            &[
+                "sql",
+                "select count(*) as n, sum(amount) as total from raw.shop_orders",
+                "-f",
+                "csv"
+            ]
+        ),
+        "n,total\n100,5050.00\n"
+    );
+    let described = ok(&dir, &["describe", "raw.shop_orders"]);
+    assert!(
+        described.contains("Description: Every order") && described.contains("Total, VAT included"),
+        "{described}"
+    );
+
+    // A cloned stream runs alone by name; a new table is picked up by the next run.
+    psql(
+        &url,
+        &format!(
+            "UPDATE {schema}.orders SET amount = 0, updated_at = '2030-01-01' WHERE id = 7;
+             CREATE TABLE {schema}.notes (id int PRIMARY KEY, body text);
+             INSERT INTO {schema}.notes VALUES (1, 'hi');"
+        ),
+    );
+    let out = ok(&dir, &["ingest", "shop.orders", "--json"]);
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    // The row tied at the previous cursor, and the updated one.
+    assert_eq!(report[0]["rows"], 2, "{out}");
+    let out = ok(&dir, &["ingest", "shop", "--json"]);
+    assert!(out.contains("shop.notes"), "{out}");
+    assert_eq!(
+        ok(
+            &dir,
+            &[
+                "sql",
+                "select (select sum(amount) from raw.shop_orders) as total, (select body from raw.shop_notes) as body",
+                "-f",
+                "csv"
+            ]
+        ),
+        "total,body\n5043.00,hi\n"
+    );
+    let o = strata(&dir, &["ingest", "shop.nope"]);
+    assert!(
+        stderr(&o).contains("has no stream `nope`; its streams: notes, orders, tags"),
+        "{}",
+        stderr(&o)
+    );
+    psql(&url, &format!("DROP SCHEMA {schema} CASCADE"));
+}

@@ -159,6 +159,17 @@ fn demo_loads_and_reports() {
     let tmp = tempfile::tempdir().unwrap();
     let out = ok(tmp.path(), &["demo", "shop", "--scale", "2000"]);
     assert!(out.contains("Revenue by month"), "{out}");
+    // The data arrived through sources: an application database, CSV exports, a JSON catalog.
+    for stream in [
+        "shop.orders",
+        "shop.order_items",
+        "shop.customers",
+        "exports.payments",
+        "exports.products",
+    ] {
+        assert!(out.contains(stream), "{stream} in {out}");
+    }
+    assert!(tmp.path().join("shop/data/lumen_goods.db").exists());
     assert!(out.contains("Top 5 products by revenue"), "{out}");
     let dir = tmp.path().join("shop");
     let n = ok(
@@ -265,4 +276,48 @@ fn shell_runs_multi_line_statements_and_meta_commands() {
     assert!(out.contains("raw") && out.contains("BASE TABLE"), "{out}");
     assert!(err.contains("SQL syntax error"), "{err}");
     assert!(dir.join(".strata/history").is_file());
+}
+
+#[test]
+fn demo_can_keep_its_application_tables_in_postgres() {
+    let Ok(url) = std::env::var("STRATA_IT_POSTGRES") else {
+        eprintln!(
+            "SKIP demo_can_keep_its_application_tables_in_postgres: STRATA_IT_POSTGRES is not set"
+        );
+        return;
+    };
+    // Each run replaces the `lumen_goods` schema: use a database of this test's own.
+    let db = format!("demo_it_{}", std::process::id());
+    let admin = |sql: &str| {
+        let o = std::process::Command::new("psql")
+            .args([url.as_str(), "-qc", sql])
+            .output()
+            .expect("psql runs");
+        assert!(
+            o.status.success(),
+            "{sql}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    };
+    admin(&format!("DROP DATABASE IF EXISTS {db}"));
+    admin(&format!("CREATE DATABASE {db}"));
+    let own = format!("{}/{db}", url.rsplit_once('/').unwrap().0);
+    let tmp = tempfile::tempdir().unwrap();
+    let out = ok(
+        tmp.path(),
+        &["demo", "shop", "--scale", "1500", "--postgres", &own],
+    );
+    assert!(out.contains("PostgreSQL schema lumen_goods"), "{out}");
+    let dir = tmp.path().join("shop");
+    let yml = std::fs::read_to_string(dir.join("sources/shop.yml")).unwrap();
+    assert!(
+        yml.contains("type: postgres") && yml.contains("lumen_goods.orders"),
+        "{yml}"
+    );
+    let n = ok(
+        &dir,
+        &["sql", "select count(*) as n from raw.orders", "-f", "csv"],
+    );
+    assert_eq!(n, "n\n1500\n");
+    admin(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"));
 }

@@ -1,0 +1,16 @@
+-- Every change of a source's columns that ingestion met, and what it did about it.
+CREATE TABLE schema_changes (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    at          TEXT NOT NULL,  -- RFC 3339 UTC, as in `runs`
+    run_id      TEXT,
+    source      TEXT NOT NULL,
+    stream      TEXT NOT NULL,
+    table_name  TEXT NOT NULL,
+    column_name TEXT NOT NULL,
+    change      TEXT NOT NULL CHECK (change IN ('added', 'removed', 'widened', 'incompatible')),
+    from_type   TEXT,
+    to_type     TEXT,
+    action      TEXT NOT NULL
+) STRICT;
+
+CREATE INDEX schema_changes_at ON schema_changes (at);
