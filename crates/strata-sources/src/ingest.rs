@@ -68,6 +68,8 @@ pub struct Progress {
     pub rows: AtomicU64,
     /// Bytes of Arrow data read so far.
     pub bytes: AtomicU64,
+    /// Rows the source expects to send (an estimate; 0 when unknown).
+    pub expected_rows: AtomicU64,
 }
 
 /// The saved state of a stream.
@@ -165,6 +167,9 @@ pub async fn run_stream(
         report: Arc::clone(&report),
     };
     let (schema, batches) = source.read(stream, &ctx).await?;
+    progress
+        .expected_rows
+        .store(report.expected_rows(), Ordering::Relaxed);
     let exists = lake.table_exists(dest).await.map_err(lake_err)?;
 
     // Schema changes: against the destination's columns, and against the columns the

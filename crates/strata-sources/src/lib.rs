@@ -129,6 +129,7 @@ pub struct ReadReport {
     state: Mutex<Option<serde_json::Value>>,
     rejected: Mutex<Vec<RejectedRow>>,
     rejected_total: AtomicU64,
+    expected_rows: AtomicU64,
 }
 
 impl ReadReport {
@@ -165,6 +166,17 @@ impl ReadReport {
             .unwrap_or_else(|p| p.into_inner())
             .push(row);
         Ok(())
+    }
+
+    /// Sets how many rows the read expects to return (an estimate, such as the database's
+    /// table statistics), for progress displays. Set it before `read` returns.
+    pub fn set_expected_rows(&self, rows: u64) {
+        self.expected_rows.store(rows, Ordering::Relaxed);
+    }
+
+    /// The expected row count; 0 when unknown.
+    pub fn expected_rows(&self) -> u64 {
+        self.expected_rows.load(Ordering::Relaxed)
     }
 
     /// How many rows were rejected so far.

@@ -496,51 +496,67 @@ impl Source for MysqlSource {
             stream: Some(stream.name.clone()),
             message: m,
         };
-        let (from, mut cols): (String, Vec<(String, MyType, bool, Option<String>)>) =
-            match (&stream.table, &stream.query) {
-                (Some(t), _) => {
-                    let (schema, table) = match t.split_once('.') {
-                        Some((s, n)) => (s.to_string(), n.to_string()),
-                        None => (self.schemas.first().cloned().unwrap_or_default(), t.clone()),
-                    };
-                    let cat = self.catalog(&mut conn, Some((&schema, &table))).await?;
-                    if cat.is_empty() {
-                        return Err(read_err(format!(
-                            "table `{schema}.{table}` does not exist or is not visible to this user"
-                        )));
-                    }
-                    (
-                        format!("{}.{}", quote_ident(&schema), quote_ident(&table)),
-                        cat.into_iter()
-                            .map(|c| (c.name, c.ty, c.nullable, c.comment))
-                            .collect(),
-                    )
+        let (from, mut cols): (String, Vec<(String, MyType, bool, Option<String>)>) = match (
+            &stream.table,
+            &stream.query,
+        ) {
+            (Some(t), _) => {
+                let (schema, table) = match t.split_once('.') {
+                    Some((s, n)) => (s.to_string(), n.to_string()),
+                    None => (self.schemas.first().cloned().unwrap_or_default(), t.clone()),
+                };
+                let cat = self.catalog(&mut conn, Some((&schema, &table))).await?;
+                if cat.is_empty() {
+                    return Err(read_err(format!(
+                        "table `{schema}.{table}` does not exist or is not visible to this user"
+                    )));
                 }
-                (None, Some(q)) => {
-                    let stmt = conn
-                        .prep(format!("SELECT * FROM ({q}) AS q LIMIT 0"))
-                        .await
-                        .map_err(|e| {
-                            self.read_error(Some(&stream.name), "preparing the stream's query", e)
-                        })?;
-                    let cols = stmt
-                        .columns()
-                        .iter()
-                        .map(|c| {
-                            (
-                                c.name_str().into_owned(),
-                                MyType::from_column(c),
-                                true,
-                                None,
+                // The server's row estimate, for the progress display of full reads.
+                if ctx.since.is_none() && stream.filter.is_none() {
+                    let estimate: Option<Option<u64>> = conn
+                            .exec_first(
+                                "SELECT table_rows FROM information_schema.tables WHERE table_schema = ? AND table_name = ?",
+                                (&schema, &table),
                             )
-                        })
-                        .collect();
-                    (format!("({q}) AS q"), cols)
+                            .await
+                            .ok()
+                            .flatten();
+                    if let Some(Some(n)) = estimate {
+                        ctx.report.set_expected_rows(n);
+                    }
                 }
-                (None, None) => {
-                    return Err(read_err("the stream has neither table nor query".into()));
-                }
-            };
+                (
+                    format!("{}.{}", quote_ident(&schema), quote_ident(&table)),
+                    cat.into_iter()
+                        .map(|c| (c.name, c.ty, c.nullable, c.comment))
+                        .collect(),
+                )
+            }
+            (None, Some(q)) => {
+                let stmt = conn
+                    .prep(format!("SELECT * FROM ({q}) AS q LIMIT 0"))
+                    .await
+                    .map_err(|e| {
+                        self.read_error(Some(&stream.name), "preparing the stream's query", e)
+                    })?;
+                let cols = stmt
+                    .columns()
+                    .iter()
+                    .map(|c| {
+                        (
+                            c.name_str().into_owned(),
+                            MyType::from_column(c),
+                            true,
+                            None,
+                        )
+                    })
+                    .collect();
+                (format!("({q}) AS q"), cols)
+            }
+            (None, None) => {
+                return Err(read_err("the stream has neither table nor query".into()));
+            }
+        };
         if !stream.columns.is_empty() {
             for c in &stream.columns {
                 if !cols.iter().any(|x| &x.0 == c) {

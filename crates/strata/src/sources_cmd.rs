@@ -210,6 +210,17 @@ pub(crate) async fn run(ctx: &Ctx, cmd: &SourcesCommand) -> Result<()> {
     Ok(())
 }
 
+/// `12,000 / ~50,000 rows (24%)  3.1 MB/s  ETA 9s`; without an estimate, rows and speed.
+fn progress_line(rows: u64, expected: u64, mb_per_s: f64, secs: f64) -> String {
+    if expected == 0 || rows == 0 {
+        return format!("{rows} rows  {mb_per_s:.1} MB/s");
+    }
+    // Estimates (planner statistics) can be off: never show more than 99% before the end.
+    let pct = (rows as f64 / expected as f64 * 100.0).min(99.0);
+    let left = expected.saturating_sub(rows) as f64 / (rows as f64 / secs);
+    format!("{rows} / ~{expected} rows ({pct:.0}%)  {mb_per_s:.1} MB/s  ETA {left:.0}s")
+}
+
 const EXAMPLE: &str = "  # sources/shop.yml
   type: postgres
   url: postgres://app:${env:SHOP_DB_PASSWORD}@db.internal:5432/shop
@@ -361,7 +372,8 @@ pub(crate) async fn ingest(
                                 let mb =
                                     progress.bytes.load(Ordering::Relaxed) as f64 / 1_048_576.0;
                                 let secs = t0.elapsed().as_secs_f64().max(0.001);
-                                bar.set_message(format!("{rows} rows  {:.1} MB/s", mb / secs));
+                                let expected = progress.expected_rows.load(Ordering::Relaxed);
+                                bar.set_message(progress_line(rows, expected, mb / secs, secs));
                                 bar.tick();
                                 tokio::time::sleep(Duration::from_millis(150)).await;
                             }
@@ -522,4 +534,20 @@ pub(crate) async fn ingest(
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::progress_line;
+
+    #[test]
+    fn progress_shows_an_eta_only_with_an_estimate() {
+        assert_eq!(progress_line(500, 0, 1.25, 2.0), "500 rows  1.2 MB/s");
+        assert_eq!(
+            progress_line(250, 1000, 3.0, 5.0),
+            "250 / ~1000 rows (25%)  3.0 MB/s  ETA 15s"
+        );
+        // A low estimate never reads as done before the end.
+        assert!(progress_line(2000, 1000, 3.0, 5.0).contains("(99%)  3.0 MB/s  ETA 0s"));
+    }
 }

@@ -9,6 +9,7 @@
 
 pub mod copy;
 pub mod parallel;
+mod tls;
 pub mod types;
 
 use std::sync::Arc;
@@ -22,6 +23,19 @@ use tokio_postgres::{Client, NoTls};
 use self::copy::CopyDecoder;
 use self::types::{PgColumn, plan_column};
 use crate::{BatchStream, DiscoveredStream, Error, Result, Source};
+
+/// Drives a connection until its client is dropped.
+fn spawn_connection<S, T>(connection: tokio_postgres::Connection<S, T>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::debug!(error = %e, "PostgreSQL connection closed with an error.");
+        }
+    });
+}
 
 /// How long connecting may take before the source is reported unreachable.
 const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
@@ -56,7 +70,7 @@ impl PostgresSource {
     }
 
     async fn connect(&self) -> Result<Client> {
-        let mut config: tokio_postgres::Config = self.url.parse().map_err(|e| {
+        let invalid = |e: String| {
             Error::config(
                 &self.name,
                 &format!(
@@ -64,7 +78,11 @@ impl PostgresSource {
                     strata_types::redact_url_password(&self.url)
                 ),
             )
-        })?;
+        };
+        let (url, security) = tls::split_url(&self.url).map_err(invalid)?;
+        let mut config: tokio_postgres::Config = url
+            .parse()
+            .map_err(|e: tokio_postgres::Error| invalid(e.to_string()))?;
         // An unreachable host fails in seconds, not after the operating system's minutes;
         // `?connect_timeout=N` in the URL overrides.
         if config.get_connect_timeout().is_none() {
@@ -72,27 +90,37 @@ impl PostgresSource {
         }
         // The same limit covers the whole handshake: a server that accepts the connection
         // and then says nothing must not hang the run either.
-        let limit = config.get_connect_timeout().copied().unwrap_or(CONNECT_TIMEOUT);
-        let (client, connection) = match tokio::time::timeout(limit, config.connect(NoTls)).await
-        {
-            Ok(connected) => connected.map_err(|e| self.connection_error(e))?,
-            Err(_) => {
-                return Err(Error::Connect {
-                    source_name: self.name.clone(),
-                    message: format!(
-                        "the server did not answer within {}s: {}",
-                        limit.as_secs_f32(),
-                        strata_types::redact_url_password(&self.url)
-                    ),
-                    retryable: true,
-                });
-            }
+        let limit = config
+            .get_connect_timeout()
+            .copied()
+            .unwrap_or(CONNECT_TIMEOUT);
+        let timed_out = || Error::Connect {
+            source_name: self.name.clone(),
+            message: format!(
+                "the server did not answer within {}s: {}",
+                limit.as_secs_f32(),
+                strata_types::redact_url_password(&self.url)
+            ),
+            retryable: true,
         };
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(error = %e, "PostgreSQL connection closed with an error.");
-            }
-        });
+        let client = if security == tls::Security::Plain {
+            let (client, connection) = tokio::time::timeout(limit, config.connect(NoTls))
+                .await
+                .map_err(|_| timed_out())?
+                .map_err(|e| self.connection_error(e))?;
+            spawn_connection(connection);
+            client
+        } else {
+            let tls_config =
+                tls::client_config(&security).map_err(|m| Error::config(&self.name, &m))?;
+            let tls = tokio_postgres_rustls::MakeRustlsConnect::new(tls_config);
+            let (client, connection) = tokio::time::timeout(limit, config.connect(tls))
+                .await
+                .map_err(|_| timed_out())?
+                .map_err(|e| self.connection_error(e))?;
+            spawn_connection(connection);
+            client
+        };
         Ok(client)
     }
 
@@ -101,6 +129,12 @@ impl PostgresSource {
         let url = strata_types::redact_url_password(&self.url);
         let detail = e.to_string();
         let code = e.code().map(|c| c.code().to_string());
+        let full = format!(
+            "{detail} {}",
+            std::error::Error::source(&e)
+                .map(|s| s.to_string())
+                .unwrap_or_default()
+        );
         let (what, retryable) = match code.as_deref() {
             Some("28P01") | Some("28000") => {
                 ("authentication failed: check the user and password", false)
@@ -111,6 +145,14 @@ impl PostgresSource {
                 true,
             ),
             _ if detail.contains("timed out") => ("the connection timed out", true),
+            _ if full.contains("not valid for name") => (
+                "the server's TLS certificate is for another host name: connect by the name it was issued for",
+                false,
+            ),
+            _ if full.contains("certificate") => (
+                "the server's TLS certificate is not trusted: give its CA with `sslrootcert=/path/ca.pem` in the url (or `sslmode=require` to encrypt without checking it)",
+                false,
+            ),
             _ => ("cannot connect", true),
         };
         let source_detail = std::error::Error::source(&e)

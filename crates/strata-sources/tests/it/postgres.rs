@@ -506,7 +506,9 @@ async fn a_server_that_never_answers_times_out() {
     let env = env().await;
     let def = source(
         &env,
-        &format!("type: postgres\nurl: postgres://u:secret@127.0.0.1:{port}/db?connect_timeout=1\n"),
+        &format!(
+            "type: postgres\nurl: postgres://u:secret@127.0.0.1:{port}/db?connect_timeout=1\n"
+        ),
     );
     let started = std::time::Instant::now();
     let err = strata_sources::connect(&def)
@@ -554,10 +556,7 @@ async fn incremental_without_a_key_neither_skips_nor_duplicates_tied_rows() {
     );
     let mut got = rows(&env.lake, "raw.shop_events", "at, kind").await;
     got.sort();
-    assert_eq!(
-        got,
-        ["1|a", "2|b", "2|b", "2|b", "2|c", "2|d", "3|e"]
-    );
+    assert_eq!(got, ["1|a", "2|b", "2|b", "2|b", "2|c", "2|d", "3|e"]);
     pg.drop().await;
 }
 
@@ -653,11 +652,7 @@ async fn parallel_reads_return_every_row_exactly_once() {
     assert_eq!(lake("raw.shop_gappy_filtered", "id", "v").await, filtered);
     assert_eq!(
         rows(&env.lake, "raw.shop_tiny", "id, v").await,
-        vec![
-            "-9223372036854775808|1",
-            "0|2",
-            "9223372036854775807|3"
-        ]
+        vec!["-9223372036854775808|1", "0|2", "9223372036854775807|3"]
     );
     assert_eq!(
         rows(&env.lake, "raw.shop_empty", "count(*)").await,
@@ -717,7 +712,12 @@ async fn parallel_reads_share_one_snapshot_while_rows_change() {
     );
     let mut seen = 0;
     for _ in 0..100 {
-        seen = pg.client.query_one(&copying, &[]).await.unwrap().get::<_, i64>(0);
+        seen = pg
+            .client
+            .query_one(&copying, &[])
+            .await
+            .unwrap()
+            .get::<_, i64>(0);
         if seen == 4 {
             break;
         }
@@ -778,7 +778,11 @@ async fn parallel_reads_share_one_snapshot_while_rows_change() {
     assert!(committed.load(Ordering::SeqCst) > 1);
     assert_eq!(rows_seen, N);
     assert_eq!(ids.len() as i64, N);
-    assert_eq!(total, 100 * N, "the sum of balances is one point-in-time image");
+    assert_eq!(
+        total,
+        100 * N,
+        "the sum of balances is one point-in-time image"
+    );
     assert_eq!(
         first_balance,
         Some(100),
@@ -871,5 +875,73 @@ async fn parallel_read_options_explain_what_to_fix() {
     );
     let r = ingest(&env, &def, IngestOptions::default()).await;
     assert_eq!((r[0].rows, r[1].rows), (1, 1));
+    pg.drop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_are_encrypted_as_sslmode_says() {
+    let Some(pg) = Pg::new("tls").await else {
+        return;
+    };
+    let env = env().await;
+    let with = |params: &str| {
+        let sep = if pg.url.contains('?') { '&' } else { '?' };
+        source(
+            &env,
+            &format!(
+                "type: postgres\nurl: {}{sep}{params}\nstreams:\n  - name: session\n    query: SELECT coalesce((SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()), false) AS ssl\n    destination: raw.tls_{}\n",
+                pg.url,
+                params
+                    .split(['=', '&'])
+                    .nth(1)
+                    .unwrap_or("default")
+                    .replace('-', "_")
+            ),
+        )
+    };
+    // The machine's server offers TLS with a self-signed certificate: `require` encrypts
+    // without checking it (as libpq does); `disable` stays plain.
+    for (params, table, want) in [
+        ("sslmode=require", "raw.tls_require", "true"),
+        ("sslmode=disable", "raw.tls_disable", "false"),
+    ] {
+        let def = with(params);
+        ingest(&env, &def, IngestOptions::default()).await;
+        assert_eq!(rows(&env.lake, table, "ssl").await, [want], "{params}");
+    }
+    // `verify-full` checks the certificate: a self-signed one is refused, in plain words.
+    let err = strata_sources::connect(&with("sslmode=verify-full"))
+        .unwrap()
+        .check()
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("the server's TLS certificate is for another host name"),
+        "{err}"
+    );
+    // Connected by the name the certificate was issued for, with its CA given, it passes.
+    let by_name = pg.url.replace("127.0.0.1", "localhost");
+    let sep = if by_name.contains('?') { '&' } else { '?' };
+    let def = source(
+        &env,
+        &format!(
+            "type: postgres\nurl: {by_name}{sep}sslmode=verify-full&sslrootcert=/etc/ssl/certs/ssl-cert-snakeoil.pem\nstreams:\n  - name: session\n    query: SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()\n    destination: raw.tls_verified\n"
+        ),
+    );
+    if std::path::Path::new("/etc/ssl/certs/ssl-cert-snakeoil.pem").exists() {
+        ingest(&env, &def, IngestOptions::default()).await;
+        assert_eq!(rows(&env.lake, "raw.tls_verified", "ssl").await, ["true"]);
+    }
+    let err = strata_sources::connect(&with("sslmode=verify-full&sslrootcert=/nonexistent/ca.pem"))
+        .unwrap()
+        .check()
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("cannot read sslrootcert /nonexistent/ca.pem"),
+        "{err}"
+    );
     pg.drop().await;
 }
