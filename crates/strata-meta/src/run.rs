@@ -118,16 +118,25 @@ pub struct RunOutcome {
     pub status: RunStatus,
     /// Rows written or processed, if the command counts them.
     pub rows: Option<i64>,
+    /// Bytes read or written, if the command counts them.
+    pub bytes: Option<i64>,
     /// The error message, for failed or cancelled runs.
     pub error: Option<String>,
 }
 
 impl RunOutcome {
+    /// The same outcome with a byte count.
+    pub fn with_bytes(mut self, bytes: i64) -> Self {
+        self.bytes = Some(bytes);
+        self
+    }
+
     /// A successful outcome.
     pub fn success(rows: Option<i64>) -> Self {
         Self {
             status: RunStatus::Success,
             rows,
+            bytes: None,
             error: None,
         }
     }
@@ -137,6 +146,7 @@ impl RunOutcome {
         Self {
             status: RunStatus::Failed,
             rows: None,
+            bytes: None,
             error: Some(error.into()),
         }
     }
@@ -146,6 +156,7 @@ impl RunOutcome {
         Self {
             status: RunStatus::Cancelled,
             rows: None,
+            bytes: None,
             error: None,
         }
     }
@@ -174,6 +185,8 @@ pub struct RunRecord {
     pub duration_ms: Option<i64>,
     /// See [`RunOutcome::rows`].
     pub rows: Option<i64>,
+    /// See [`RunOutcome::bytes`].
+    pub bytes: Option<i64>,
     /// See [`RunOutcome::error`].
     pub error: Option<String>,
 }

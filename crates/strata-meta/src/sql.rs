@@ -34,7 +34,7 @@ macro_rules! run_columns {
         concat!(
             $id,
             ", command, args, principal, environment, status, started_at, finished_at, \
-             duration_ms, row_count, error"
+             duration_ms, row_count, bytes, error"
         )
     };
 }
@@ -51,7 +51,7 @@ macro_rules! statements {
             run_state: concat!("SELECT started_at, status FROM runs WHERE id = ", $id_param),
             finish_run: concat!(
                 "UPDATE runs SET status = $2, finished_at = $3, duration_ms = $4, \
-                 row_count = $5, error = $6 WHERE id = ",
+                 row_count = $5, error = $6, bytes = $7 WHERE id = ",
                 $id_param,
                 " AND status = 'running'"
             ),

@@ -144,6 +144,7 @@ impl MetaStore {
                 .bind(finished_at.millis_since(started_at))
                 .bind(outcome.rows)
                 .bind(&outcome.error)
+                .bind(outcome.bytes)
                 .execute(pool)
                 .await
                 .map_err(Error::query(op))?
@@ -508,6 +509,7 @@ where
         finished_at: get(row, "finished_at", &id)?,
         duration_ms: get(row, "duration_ms", &id)?,
         rows: get(row, "row_count", &id)?,
+        bytes: get(row, "bytes", &id)?,
         error: get(row, "error", &id)?,
         id,
     })

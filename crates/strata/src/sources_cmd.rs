@@ -175,13 +175,18 @@ pub(crate) async fn run(ctx: &Ctx, cmd: &SourcesCommand) -> Result<()> {
                 .await?;
             let mut t = comfy_table::Table::new();
             t.load_preset(comfy_table::presets::UTF8_FULL_CONDENSED)
-                .set_header(["started", "stream", "status", "rows", "duration", "detail"]);
+                .set_header([
+                    "started", "stream", "status", "rows", "bytes", "duration", "detail",
+                ]);
             for r in runs {
                 t.add_row([
                     r.started_at.format("%Y-%m-%d %H:%M:%S").to_string(),
                     r.args.clone(),
                     r.status.to_string(),
                     r.rows.map(|n| n.to_string()).unwrap_or_default(),
+                    r.bytes
+                        .map(|b| crate::output::human_bytes(b.max(0) as u64))
+                        .unwrap_or_default(),
                     r.duration_ms.map(|d| format!("{d} ms")).unwrap_or_default(),
                     r.error.unwrap_or_default().chars().take(80).collect(),
                 ]);
@@ -403,7 +408,8 @@ pub(crate) async fn ingest(
                     bar.finish_with_message(message);
                     if let (Some(m), Some(id)) = (&ctx.meta, run_id) {
                         let outcome = match &result {
-                            Ok(r) => strata_meta::RunOutcome::success(Some(r.rows as i64)),
+                            Ok(r) => strata_meta::RunOutcome::success(Some(r.rows as i64))
+                                .with_bytes(progress.bytes.load(Ordering::Relaxed) as i64),
                             Err(e) => strata_meta::RunOutcome::failed(
                                 ctx.project.redactor.redact(&e.to_string()),
                             ),

@@ -238,6 +238,7 @@ async fn finish_rejects_unknown_finished_and_running(db: &TestDb) {
     let still_running = RunOutcome {
         status: RunStatus::Running,
         rows: None,
+        bytes: None,
         error: None,
     };
     let err = store.finish_run(&id, still_running).await.unwrap_err();
@@ -296,6 +297,7 @@ async fn text_fields_round_trip(db: &TestDb) {
             RunOutcome {
                 status: RunStatus::Failed,
                 rows: Some(i64::MAX),
+                bytes: Some(123),
                 error: Some(error.into()),
             },
         )
@@ -306,6 +308,7 @@ async fn text_fields_round_trip(db: &TestDb) {
     assert_eq!(got.principal, run.principal);
     assert_eq!(got.environment, None);
     assert_eq!(got.rows, Some(i64::MAX));
+    assert_eq!(got.bytes, Some(123));
     assert_eq!(got.error.as_deref(), Some(error));
     // Listing maps rows the same way as get_run.
     assert_eq!(store.runs(RunFilter::new()).await.unwrap(), vec![got]);

@@ -75,6 +75,13 @@ fn ingest_a_postgres_source_end_to_end() {
         "n,zero\n5000,10\n"
     );
     let history = ok(&dir, &["sources", "history"]);
+    // Each stream's run records its rows and the bytes it loaded.
+    assert!(
+        history
+            .lines()
+            .any(|l| l.contains("shop.orders") && l.contains("success") && l.contains(" KB")),
+        "{history}"
+    );
     assert!(
         history.contains("shop.orders") && history.contains("success"),
         "{history}"
