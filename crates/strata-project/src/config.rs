@@ -312,6 +312,24 @@ pub(crate) fn syntax_error(path: &Path, e: serde_saphyr::Error) -> Error {
     }
 }
 
+/// The `name:` of a `dbt_project.yml` (other keys are read by the modeling layer).
+pub(crate) fn dbt_project_name(path: &Path, text: &str) -> Result<String> {
+    #[derive(Deserialize)]
+    struct DbtName {
+        name: Spanned<String>,
+    }
+    let file: DbtName = serde_saphyr::from_str(text).map_err(|e| syntax_error(path, e))?;
+    if let Err(e) = strata_types::validate_identifier(&file.name.value) {
+        return Err(Error::Invalid {
+            path: path.to_path_buf(),
+            line: file.name.referenced.line(),
+            column: file.name.referenced.column(),
+            message: format!("name: {e}"),
+        });
+    }
+    Ok(file.name.value)
+}
+
 pub(crate) fn parse(
     path: &Path,
     root: &Path,

@@ -36,6 +36,9 @@ use strata_types::{Classify, ErrorClass};
 
 /// The name of the project file.
 pub const PROJECT_FILE: &str = "strata.yml";
+/// A dbt project file: a directory holding only this is a Strata project with default
+/// settings (lake and metadata store under `.strata/`), named after the dbt project.
+pub const DBT_PROJECT_FILE: &str = "dbt_project.yml";
 /// The folder, inside the project, that holds local state (ignored by git).
 pub const STATE_DIR: &str = ".strata";
 
@@ -122,7 +125,7 @@ impl Project {
         let start = absolute(start);
         let mut dir = Some(start.as_path());
         while let Some(d) = dir {
-            if d.join(PROJECT_FILE).is_file() {
+            if d.join(PROJECT_FILE).is_file() || d.join(DBT_PROJECT_FILE).is_file() {
                 return Self::load(d, env);
             }
             dir = d.parent();
@@ -130,10 +133,27 @@ impl Project {
         Err(Error::NotFound { start })
     }
 
-    /// Loads the project whose root is `root`.
+    /// Loads the project whose root is `root`. Without `strata.yml`, a `dbt_project.yml`
+    /// makes it a project with default settings named after the dbt project.
     pub fn load(root: &Path, env: Option<&str>) -> Result<Self> {
         let root = absolute(root);
-        let path = root.join(PROJECT_FILE);
+        let mut path = root.join(PROJECT_FILE);
+        if !path.is_file() && root.join(DBT_PROJECT_FILE).is_file() {
+            path = root.join(DBT_PROJECT_FILE);
+            let text = std::fs::read_to_string(&path).map_err(|source| Error::Read {
+                path: path.clone(),
+                source,
+            })?;
+            let name = config::dbt_project_name(&path, &text)?;
+            let redactor = Redactor::new();
+            let synthetic = format!("name: {name}\n");
+            let settings = config::parse(&path, &root, &synthetic, env, &redactor)?;
+            return Ok(Self {
+                root,
+                settings,
+                redactor,
+            });
+        }
         let text = std::fs::read_to_string(&path).map_err(|source| match source.kind() {
             std::io::ErrorKind::NotFound => Error::NotFound {
                 start: root.clone(),
@@ -183,4 +203,23 @@ pub(crate) fn normalize(p: &Path) -> PathBuf {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_dbt_project_alone_is_a_project_with_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join(DBT_PROJECT_FILE),
+            "name: jaffle_shop\nprofile: x\nmodels:\n  jaffle_shop: {}\n",
+        )
+        .unwrap();
+        std::fs::create_dir(dir.path().join("models")).unwrap();
+        let p = Project::discover(&dir.path().join("models"), None).unwrap();
+        assert_eq!(p.settings.name, "jaffle_shop");
+        assert!(p.settings.lake.url.path().ends_with("/.strata/lake/"));
+    }
 }

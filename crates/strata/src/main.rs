@@ -1,6 +1,7 @@
 //! `strata`: the command-line front of the whole platform.
 
 mod demo;
+mod models_cmd;
 mod output;
 mod shell;
 mod sources_cmd;
@@ -149,6 +150,29 @@ Examples:
         #[arg(long, default_value_t = 4)]
         parallel: usize,
     },
+    /// Render the selected dbt models, tests and snapshots into target/compiled/ and write
+    /// target/manifest.json (a project holding dbt_project.yml).
+    #[command(
+        after_help = "Examples:\n  strata compile\n  strata compile --select +orders --vars '{start_date: 2024-01-01}'\n  strata compile --select state:modified+ --state prod-target/"
+    )]
+    Compile {
+        #[command(flatten)]
+        args: models_cmd::ModelArgs,
+    },
+    /// List the nodes of a dbt project that a selection picks.
+    #[command(
+        after_help = "Examples:\n  strata ls --select tag:staging\n  strata ls --resource-type model --output path"
+    )]
+    Ls {
+        #[command(flatten)]
+        args: models_cmd::ModelArgs,
+        /// Only these resource types (model, seed, snapshot, test, source, analysis).
+        #[arg(long = "resource-type", num_args = 1..)]
+        resource_type: Vec<String>,
+        /// What to print for each node.
+        #[arg(long, short = 'o', value_enum, default_value = "selector")]
+        output: models_cmd::LsOutput,
+    },
     /// Recent command runs recorded in the metadata store.
     Runs {
         /// How many.
@@ -232,7 +256,8 @@ fn render_error(e: &anyhow::Error) -> String {
             || cause.is::<strata_lake::Error>()
             || cause.is::<strata_project::Error>()
             || cause.is::<strata_meta::Error>()
-            || cause.is::<strata_sources::Error>();
+            || cause.is::<strata_sources::Error>()
+            || cause.is::<strata_models::Error>();
         if typed {
             break;
         }
@@ -255,6 +280,9 @@ fn classify(e: &anyhow::Error) -> ErrorClass {
             return x.class();
         }
         if let Some(x) = cause.downcast_ref::<strata_sources::Error>() {
+            return x.class();
+        }
+        if let Some(x) = cause.downcast_ref::<strata_models::Error>() {
             return x.class();
         }
         if cause.downcast_ref::<std::io::Error>().is_some() {
@@ -376,6 +404,12 @@ async fn run(cli: Cli, redactor: strata_types::Redactor) -> Result<()> {
             }
             Ok(())
         }
+        Command::Compile { args } => models_cmd::compile(cli.project.as_deref(), args, cli.quiet),
+        Command::Ls {
+            args,
+            resource_type,
+            output,
+        } => models_cmd::ls(cli.project.as_deref(), args, resource_type, *output),
         Command::Demo {
             dir,
             scale,

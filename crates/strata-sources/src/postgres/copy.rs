@@ -40,6 +40,8 @@ pub struct CopyDecoder {
     schema: SchemaRef,
     columns: Vec<Column>,
     names: Vec<String>,
+    /// Field boundaries of the tuple being decoded (reused: no allocation per row).
+    fields: Vec<Option<(usize, usize)>>,
     buf: Vec<u8>,
     pos: usize,
     header_done: bool,
@@ -55,6 +57,7 @@ impl CopyDecoder {
         Self {
             columns: types.iter().map(Column::new).collect(),
             names: schema.fields().iter().map(|f| f.name().clone()).collect(),
+            fields: Vec::with_capacity(types.len()),
             schema,
             buf: Vec::new(),
             pos: 0,
@@ -145,7 +148,8 @@ impl CopyDecoder {
             ));
         }
         // First pass: find the field boundaries.
-        let mut fields: Vec<Option<(usize, usize)>> = Vec::with_capacity(self.columns.len());
+        let fields = &mut self.fields;
+        fields.clear();
         let mut at = 2;
         for _ in 0..count {
             if buf.len() < at + 4 {
@@ -165,7 +169,7 @@ impl CopyDecoder {
             }
         }
         // Second pass: append.
-        for (i, f) in fields.into_iter().enumerate() {
+        for (i, f) in fields.iter().enumerate() {
             let value = f.map(|(s, l)| &buf[s..s + l]);
             self.columns[i]
                 .append(value)

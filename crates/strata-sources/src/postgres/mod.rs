@@ -439,6 +439,20 @@ impl Source for PostgresSource {
         if let Some(f) = &stream.filter {
             conditions.push(format!("({f})"));
         }
+        // The planner's row estimate, for the progress display of full reads.
+        if is_table
+            && since.is_none()
+            && stream.filter.is_none()
+            && let Ok(Some(row)) = client
+                .query_opt(
+                    "SELECT greatest(reltuples, 0)::bigint FROM pg_class WHERE oid = $1::text::regclass",
+                    &[&from],
+                )
+                .await
+        {
+            let n: i64 = row.get(0);
+            ctx.report.set_expected_rows(n.max(0) as u64);
+        }
         let table = is_table.then(|| parallel::TableFacts {
             qualified: &from,
             columns: &table_columns,

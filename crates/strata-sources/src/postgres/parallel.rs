@@ -15,8 +15,8 @@
 //!
 //! Stream options:
 //! - `parallel_reads`: connections to read with, `1`–`64`, or `auto` (the default:
-//!   [`AUTO_PARALLEL`] when the table's estimated row count, `pg_class.reltuples`, is at
-//!   least [`AUTO_MIN_ROWS`], else one).
+//!   [`auto_parallel`] connections when the table's estimated row count,
+//!   `pg_class.reltuples`, is at least [`AUTO_MIN_ROWS`], else one).
 //! - `partition_column`: the integer column to split on, when the table has no
 //!   single-column integer primary key (or another column suits better). Rows where it is
 //!   NULL are read with the first range.
@@ -36,8 +36,13 @@ use super::types::{PgColumn, PgType};
 use super::{PostgresSource, quote_ident};
 use crate::{BatchStream, Error, Result};
 
-/// Connections used by `parallel_reads: auto` on a large table.
-pub const AUTO_PARALLEL: usize = 4;
+/// Connections used by `parallel_reads: auto` on a large table: one per two cores of this
+/// machine, at most 4. With two cores or fewer, parallel reads only add memory: decoding and
+/// writing already keep both cores busy (bench/README.md, "Ingestion").
+pub fn auto_parallel() -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    (cores / 2).clamp(1, 4)
+}
 /// Estimated rows from which `parallel_reads: auto` reads in parallel.
 pub const AUTO_MIN_ROWS: f64 = 1_000_000.0;
 /// The most connections one stream may read with.
@@ -164,7 +169,7 @@ pub(crate) async fn decide(
     };
     let parallel = match explicit {
         Some(n) => n,
-        None if estimated >= AUTO_MIN_ROWS => AUTO_PARALLEL,
+        None if estimated >= AUTO_MIN_ROWS && auto_parallel() > 1 => auto_parallel(),
         None => return Ok(None),
     };
     Ok(Some(Chunking { column, parallel }))
@@ -394,10 +399,13 @@ async fn copy_range(
     batch_size: usize,
     tx: &mpsc::Sender<Result<RecordBatch>>,
 ) -> std::result::Result<(), String> {
-    let bytes = client.copy_out(sql).await.map_err(|e| match e.as_db_error() {
-        Some(db) => db.message().to_string(),
-        None => e.to_string(),
-    })?;
+    let bytes = client
+        .copy_out(sql)
+        .await
+        .map_err(|e| match e.as_db_error() {
+            Some(db) => db.message().to_string(),
+            None => e.to_string(),
+        })?;
     let mut bytes = std::pin::pin!(bytes);
     let mut decoder = CopyDecoder::new(schema, types, batch_size);
     while let Some(chunk) = bytes.next().await {
@@ -433,7 +441,11 @@ mod tests {
         // Fewer values than connections: one range per value.
         assert_eq!(
             ranges("k", -1, 1, 8),
-            vec!["(\"k\" < 0 OR \"k\" IS NULL)", "\"k\" >= 0 AND \"k\" < 1", "\"k\" >= 1"]
+            vec![
+                "(\"k\" < 0 OR \"k\" IS NULL)",
+                "\"k\" >= 0 AND \"k\" < 1",
+                "\"k\" >= 1"
+            ]
         );
         assert_eq!(ranges("id", 5, 5, 4), vec![String::new()]);
         // The extremes of bigint do not overflow.
