@@ -159,6 +159,22 @@ Examples:
         #[command(flatten)]
         args: models_cmd::ModelArgs,
     },
+    /// Load the dbt project's seeds (`seeds/*.csv`) into `<schema>.<seed>` tables, each
+    /// replaced atomically; column types are inferred unless `column_types` sets them.
+    #[command(after_help = "Examples:\n  strata seed\n  strata seed --select raw_customers")]
+    Seed {
+        #[command(flatten)]
+        args: models_cmd::ModelArgs,
+    },
+    /// Build the selected dbt models in dependency order: views, tables (replaced
+    /// atomically) and ephemeral models (inlined). A failed model skips its dependents.
+    #[command(
+        after_help = "Examples:\n  strata run\n  strata run --select +orders\n  strata run --select marts --exclude tag:slow\n\nExit code 1 when any model failed."
+    )]
+    Run {
+        #[command(flatten)]
+        args: models_cmd::ModelArgs,
+    },
     /// List the nodes of a dbt project that a selection picks.
     #[command(
         after_help = "Examples:\n  strata ls --select tag:staging\n  strata ls --resource-type model --output path"
@@ -405,6 +421,14 @@ async fn run(cli: Cli, redactor: strata_types::Redactor) -> Result<()> {
             Ok(())
         }
         Command::Compile { args } => models_cmd::compile(cli.project.as_deref(), args, cli.quiet),
+        Command::Seed { args } => {
+            let ctx = Ctx::load(&cli, &redactor).await?;
+            models_cmd::seed(&ctx, cli.project.as_deref(), args).await
+        }
+        Command::Run { args } => {
+            let ctx = Ctx::load(&cli, &redactor).await?;
+            models_cmd::run(&ctx, cli.project.as_deref(), args).await
+        }
         Command::Ls {
             args,
             resource_type,

@@ -3,6 +3,7 @@
 
 mod crash;
 mod errors;
+mod models;
 mod s3;
 mod sources;
 mod workflow;
