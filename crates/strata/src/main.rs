@@ -167,13 +167,38 @@ Examples:
         args: models_cmd::ModelArgs,
     },
     /// Build the selected dbt models in dependency order: views, tables (replaced
-    /// atomically) and ephemeral models (inlined). A failed model skips its dependents.
+    /// atomically), incremental tables and ephemeral models (inlined). A failed model skips
+    /// its dependents.
     #[command(
-        after_help = "Examples:\n  strata run\n  strata run --select +orders\n  strata run --select marts --exclude tag:slow\n\nExit code 1 when any model failed."
+        after_help = "Examples:\n  strata run\n  strata run --select +orders\n  strata run --select marts --exclude tag:slow\n  strata run --full-refresh --select events\n\nExit code 1 when any model failed."
     )]
     Run {
         #[command(flatten)]
         args: models_cmd::ModelArgs,
+        /// Rebuild incremental models from scratch instead of adding to them.
+        #[arg(long)]
+        full_refresh: bool,
+    },
+    /// Run the selected data tests (generic and singular): a test fails when its query
+    /// returns rows.
+    #[command(
+        after_help = "Examples:\n  strata test\n  strata test --select orders\n  strata test --select test_type:generic\n\nExit code 1 when any test with severity error failed."
+    )]
+    Test {
+        #[command(flatten)]
+        args: models_cmd::ModelArgs,
+    },
+    /// Seed, run and test the selected nodes in dependency order; a failing test skips
+    /// everything downstream of the model it tests.
+    #[command(
+        after_help = "Examples:\n  strata build\n  strata build --select +orders\n  strata build --full-refresh\n\nExit code 1 when any node failed."
+    )]
+    Build {
+        #[command(flatten)]
+        args: models_cmd::ModelArgs,
+        /// Rebuild incremental models from scratch instead of adding to them.
+        #[arg(long)]
+        full_refresh: bool,
     },
     /// List the nodes of a dbt project that a selection picks.
     #[command(
@@ -425,9 +450,17 @@ async fn run(cli: Cli, redactor: strata_types::Redactor) -> Result<()> {
             let ctx = Ctx::load(&cli, &redactor).await?;
             models_cmd::seed(&ctx, cli.project.as_deref(), args).await
         }
-        Command::Run { args } => {
+        Command::Run { args, full_refresh } => {
             let ctx = Ctx::load(&cli, &redactor).await?;
-            models_cmd::run(&ctx, cli.project.as_deref(), args).await
+            models_cmd::run(&ctx, cli.project.as_deref(), args, *full_refresh).await
+        }
+        Command::Test { args } => {
+            let ctx = Ctx::load(&cli, &redactor).await?;
+            models_cmd::test(&ctx, cli.project.as_deref(), args).await
+        }
+        Command::Build { args, full_refresh } => {
+            let ctx = Ctx::load(&cli, &redactor).await?;
+            models_cmd::build(&ctx, cli.project.as_deref(), args, *full_refresh).await
         }
         Command::Ls {
             args,

@@ -1,5 +1,6 @@
 //! The dbt-compatible modeling layer's commands: `strata compile` and `strata ls` (no
-//! warehouse needed), `strata seed` and `strata run` (executed by the engine on the lake).
+//! warehouse needed), `strata seed`, `strata run` (views, tables, incremental tables),
+//! `strata test` and `strata build` (executed by the engine on the lake).
 //!
 //! Execution lives here, not in `strata-models`, which renders text and never depends on
 //! the engine.
@@ -11,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
-use strata_engine::datafusion::arrow::array::RecordBatch;
+use strata_engine::datafusion::arrow::array::{Array, BooleanArray, Int64Array, RecordBatch};
 use strata_engine::datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use strata_engine::datafusion::prelude::{CsvReadOptions, SessionContext};
 use strata_engine::{Session, StatementResult};
@@ -79,6 +80,17 @@ fn project_root(project: Option<&Path>) -> Result<PathBuf> {
 }
 
 fn load(project: Option<&Path>, args: &ModelArgs) -> Result<(Manifest, Vec<String>)> {
+    load_selected(project, args, false)
+}
+
+/// Loads the project and orders the selected nodes. With `attached_tests` (`test` and
+/// `build`), the tests of a selected node come along unless excluded, as with dbt's eager
+/// indirect selection.
+fn load_selected(
+    project: Option<&Path>,
+    args: &ModelArgs,
+    attached_tests: bool,
+) -> Result<(Manifest, Vec<String>)> {
     let root = project_root(project)?;
     let opts = LoadOptions {
         vars: args.vars.clone(),
@@ -91,7 +103,29 @@ fn load(project: Option<&Path>, args: &ModelArgs) -> Result<(Manifest, Vec<Strin
     if let Some(s) = &args.selector {
         sel.push(format!("selector:{s}"));
     }
-    let chosen = select(&manifest, &sel, &args.exclude, &ctx)?;
+    let mut chosen = select(&manifest, &sel, &args.exclude, &ctx)?;
+    if attached_tests && !sel.is_empty() {
+        let excluded = if args.exclude.is_empty() {
+            BTreeSet::new()
+        } else {
+            select(&manifest, &args.exclude, &[], &ctx)?
+        };
+        let attached: Vec<String> = manifest
+            .nodes
+            .values()
+            .filter(|n| n.resource_type == ResourceType::Test && !excluded.contains(&n.unique_id))
+            .filter(|n| {
+                manifest
+                    .parent_map
+                    .get(&n.unique_id)
+                    .into_iter()
+                    .flatten()
+                    .any(|p| chosen.contains(p))
+            })
+            .map(|n| n.unique_id.clone())
+            .collect();
+        chosen.extend(attached);
+    }
     let order: Vec<String> = manifest
         .topo_order()?
         .into_iter()
@@ -192,20 +226,32 @@ pub(crate) fn ls(
 enum Outcome {
     /// Built: rows written (tables and seeds).
     Pass(Option<u64>),
+    /// A data test ran: its verdict, failing rows, and the threshold that judged them.
+    Test(Verdict, u64, String),
     /// Failed with this message.
     Error(String),
     /// Not run because an upstream node failed.
     Skip,
 }
 
-/// Counts and failures of a `seed` or `run`, printed in dbt's style.
+/// A data test's verdict, from its `severity` and `warn_if`/`error_if` thresholds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verdict {
+    Pass,
+    Warn,
+    Fail,
+}
+
+/// Counts and failures of a `seed`, `run`, `test` or `build`, printed in dbt's style.
 struct Report {
     quiet: bool,
     total: usize,
     done: usize,
     pass: usize,
+    warn: usize,
     skip: usize,
     failures: Vec<(String, String, String)>,
+    warnings: Vec<(String, String, String)>,
     rows: u64,
     started: Instant,
 }
@@ -217,18 +263,23 @@ impl Report {
             total,
             done: 0,
             pass: 0,
+            warn: 0,
             skip: 0,
             failures: Vec::new(),
+            warnings: Vec::new(),
             rows: 0,
             started: Instant::now(),
         }
     }
 
-    /// Prints one node's result line: `3 of 12 OK created table model analytics.orders … [1.20s, 10,431 rows]`.
+    /// Prints one node's result line: `3 of 12 OK created table model analytics.orders … [1.20s, 10,431 rows]`
+    /// or `4 of 12 FAIL 3 not_null_orders_id … [FAIL 3 in 0.05s]`.
     fn record(&mut self, kind: &str, n: &Node, outcome: &Outcome, elapsed: Duration) {
         self.done += 1;
+        let is_test = n.resource_type == ResourceType::Test;
         let relation = n.relation.render();
         let secs = elapsed.as_secs_f64();
+        let what_failed = format!("{} {}", n.resource_type.as_str(), n.name);
         let (what, status) = match outcome {
             Outcome::Pass(rows) => {
                 self.pass += 1;
@@ -239,20 +290,54 @@ impl Report {
                 };
                 (format!("OK created {kind} {relation}"), status)
             }
-            Outcome::Error(message) => {
-                self.failures.push((
-                    format!("{} {}", n.resource_type.as_str(), n.name),
+            Outcome::Test(Verdict::Pass, _, _) => {
+                self.pass += 1;
+                (format!("PASS {}", n.name), format!("[PASS in {secs:.2}s]"))
+            }
+            Outcome::Test(verdict, count, condition) => {
+                let (word, verb) = if *verdict == Verdict::Warn {
+                    self.warn += 1;
+                    ("WARN", "warn")
+                } else {
+                    ("FAIL", "fail")
+                };
+                let entry = (
+                    what_failed,
                     n.original_file_path.clone(),
-                    message.clone(),
-                ));
+                    format!(
+                        "Got {} result{}, configured to {verb} if {condition}",
+                        thousands(*count),
+                        if *count == 1 { "" } else { "s" }
+                    ),
+                );
+                if *verdict == Verdict::Warn {
+                    self.warnings.push(entry);
+                } else {
+                    self.failures.push(entry);
+                }
                 (
-                    format!("ERROR creating {kind} {relation}"),
-                    format!("[ERROR in {secs:.2}s]"),
+                    format!("{word} {count} {}", n.name),
+                    format!("[{word} {count} in {secs:.2}s]"),
                 )
+            }
+            Outcome::Error(message) => {
+                self.failures
+                    .push((what_failed, n.original_file_path.clone(), message.clone()));
+                let what = if is_test {
+                    format!("ERROR {}", n.name)
+                } else {
+                    format!("ERROR creating {kind} {relation}")
+                };
+                (what, format!("[ERROR in {secs:.2}s]"))
             }
             Outcome::Skip => {
                 self.skip += 1;
-                (format!("SKIP relation {relation}"), "[SKIP]".to_string())
+                let what = if is_test {
+                    format!("SKIP test {}", n.name)
+                } else {
+                    format!("SKIP relation {relation}")
+                };
+                (what, "[SKIP]".to_string())
             }
         };
         if !self.quiet {
@@ -262,9 +347,11 @@ impl Report {
         }
     }
 
-    /// Prints the failures and the `Done. PASS=…` line; an error when anything failed.
+    /// Prints the failures, warnings and the `Done. PASS=…` line; an error when anything
+    /// failed.
     fn finish(&self, noun: &str) -> Result<Option<i64>> {
         let errors = self.failures.len();
+        let warnings = self.warnings.len();
         if !self.quiet {
             println!(
                 "\nFinished running {} {noun}(s) in {:.2}s.",
@@ -272,21 +359,31 @@ impl Report {
                 self.started.elapsed().as_secs_f64()
             );
         }
-        if errors > 0 {
-            println!(
-                "\nCompleted with {errors} error{}:",
-                if errors == 1 { "" } else { "s" }
-            );
+        if errors > 0 || warnings > 0 {
+            let plural =
+                |k: usize, word: &str| format!("{k} {word}{}", if k == 1 { "" } else { "s" });
+            let head = match (errors, warnings) {
+                (0, w) => plural(w, "warning"),
+                (e, 0) => plural(e, "error"),
+                (e, w) => format!("{} and {}", plural(e, "error"), plural(w, "warning")),
+            };
+            println!("\nCompleted with {head}:");
             for (what, path, message) in &self.failures {
                 println!("\nFailure in {what} ({path})");
                 for line in message.lines() {
                     println!("  {line}");
                 }
             }
+            for (what, path, message) in &self.warnings {
+                println!("\nWarning in {what} ({path})");
+                for line in message.lines() {
+                    println!("  {line}");
+                }
+            }
         }
         println!(
-            "\nDone. PASS={} WARN=0 ERROR={errors} SKIP={} TOTAL={}",
-            self.pass, self.skip, self.total
+            "\nDone. PASS={} WARN={} ERROR={errors} SKIP={} TOTAL={}",
+            self.pass, self.warn, self.skip, self.total
         );
         if errors > 0 {
             anyhow::bail!(
@@ -476,42 +573,146 @@ fn quote_ident(s: &str) -> String {
 
 /// `strata run`: builds the selected models in DAG order. A failed model skips everything
 /// downstream of it; the others still run.
-pub(crate) async fn run(ctx: &Ctx, project: Option<&Path>, args: &ModelArgs) -> Result<()> {
+pub(crate) async fn run(
+    ctx: &Ctx,
+    project: Option<&Path>,
+    args: &ModelArgs,
+    full_refresh: bool,
+) -> Result<()> {
     let (manifest, order) = load(project, args)?;
     let models: Vec<&Node> = order
         .iter()
         .map(|id| &manifest.nodes[id])
         .filter(|n| n.resource_type == ResourceType::Model && n.materialized() != "ephemeral")
         .collect();
-    ctx.recorded("run", &args.describe(), || async {
-        if !ctx.quiet {
-            let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
-            for n in &models {
-                *counts.entry(n.materialized()).or_default() += 1;
-            }
-            let kinds: Vec<String> = counts.iter().map(|(k, v)| format!("{v} {k}")).collect();
-            println!("Found {} model(s) ({})\n", models.len(), kinds.join(", "));
+    let found = {
+        let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+        for n in &models {
+            *counts.entry(n.materialized()).or_default() += 1;
         }
+        let kinds: Vec<String> = counts.iter().map(|(k, v)| format!("{v} {k}")).collect();
+        format!("Found {} model(s) ({})", models.len(), kinds.join(", "))
+    };
+    let exec = Execution {
+        manifest: &manifest,
+        full_refresh,
+        noun: "model",
+        found,
+    };
+    ctx.recorded("run", &args.describe_with(full_refresh), || {
+        exec.run(ctx, models)
+    })
+    .await
+}
+
+/// `strata test`: runs the selected data tests (generic and singular); a test fails when
+/// its query returns rows, and warns instead under `severity: warn` or `warn_if`.
+pub(crate) async fn test(ctx: &Ctx, project: Option<&Path>, args: &ModelArgs) -> Result<()> {
+    let (manifest, order) = load_selected(project, args, true)?;
+    let tests: Vec<&Node> = order
+        .iter()
+        .map(|id| &manifest.nodes[id])
+        .filter(|n| n.resource_type == ResourceType::Test)
+        .collect();
+    let found = format!("Found {} test(s)", tests.len());
+    let exec = Execution {
+        manifest: &manifest,
+        full_refresh: false,
+        noun: "test",
+        found,
+    };
+    ctx.recorded("test", &args.describe(), || exec.run(ctx, tests))
+        .await
+}
+
+/// `strata build`: seeds, models and tests in DAG order. A test runs before the models
+/// downstream of what it tests; when it fails, they are skipped.
+pub(crate) async fn build(
+    ctx: &Ctx,
+    project: Option<&Path>,
+    args: &ModelArgs,
+    full_refresh: bool,
+) -> Result<()> {
+    let (manifest, order) = load_selected(project, args, true)?;
+    let nodes: Vec<&Node> = order
+        .iter()
+        .map(|id| &manifest.nodes[id])
+        .filter(|n| match n.resource_type {
+            ResourceType::Seed | ResourceType::Test => true,
+            ResourceType::Model => n.materialized() != "ephemeral",
+            _ => false,
+        })
+        .collect();
+    let count = |rt: ResourceType| nodes.iter().filter(|n| n.resource_type == rt).count();
+    let found = format!(
+        "Found {} seed(s), {} model(s), {} test(s)",
+        count(ResourceType::Seed),
+        count(ResourceType::Model),
+        count(ResourceType::Test)
+    );
+    let exec = Execution {
+        manifest: &manifest,
+        full_refresh,
+        noun: "node",
+        found,
+    };
+    ctx.recorded("build", &args.describe_with(full_refresh), || {
+        exec.run(ctx, nodes)
+    })
+    .await
+}
+
+/// One `run`, `test` or `build`: the nodes execute one after the other in dependency
+/// order; a failed or skipped node skips everything waiting on it.
+struct Execution<'a> {
+    manifest: &'a Manifest,
+    full_refresh: bool,
+    noun: &'static str,
+    found: String,
+}
+
+impl<'a> Execution<'a> {
+    async fn run(&self, ctx: &Ctx, nodes: Vec<&'a Node>) -> Result<Option<i64>> {
+        if !ctx.quiet {
+            println!("{}\n", self.found);
+        }
+        let manifest = self.manifest;
+        let (nodes, waits) = gated_order(manifest, nodes);
         let session = ctx.engine.session().await?;
         let run_dir = manifest.project.root.join("target").join("run");
-        let mut report = Report::new(ctx.quiet, models.len());
-        // Nodes that failed or were skipped: their descendants are skipped.
+        let mut report = Report::new(ctx.quiet, nodes.len());
+        // Nodes that failed or were skipped: whatever waits on them is skipped.
         let mut broken: BTreeSet<&str> = BTreeSet::new();
-        for n in models {
+        for n in nodes {
             let start = Instant::now();
-            let kind = format!("{} model", n.materialized());
-            let upstream_broken = ancestors(&manifest, &n.unique_id)
+            let kind = match n.resource_type {
+                ResourceType::Seed => "seed file".to_string(),
+                ResourceType::Test => "test".to_string(),
+                _ => format!("{} model", n.materialized()),
+            };
+            let upstream_broken = waits[n.unique_id.as_str()]
                 .iter()
                 .any(|p| broken.contains(p.as_str()));
             let outcome = if upstream_broken {
                 Outcome::Skip
             } else {
-                match build_model(&manifest, &session, n, &run_dir).await {
-                    Ok(rows) => Outcome::Pass(rows),
-                    Err(e) => Outcome::Error(crate::render_error(&e)),
-                }
+                let result = match n.resource_type {
+                    ResourceType::Seed => load_seed(session.lake(), n)
+                        .await
+                        .map(|r| Outcome::Pass(Some(r))),
+                    ResourceType::Test => run_test(manifest, &session, n, &run_dir)
+                        .await
+                        .map(|(v, count, cond)| Outcome::Test(v, count, cond)),
+                    _ => build_model(manifest, &session, n, &run_dir, self.full_refresh)
+                        .await
+                        .map(Outcome::Pass),
+                };
+                result.unwrap_or_else(|e| Outcome::Error(crate::render_error(&e)))
             };
-            if !matches!(outcome, Outcome::Pass(_)) {
+            if matches!(
+                outcome,
+                Outcome::Error(_) | Outcome::Skip | Outcome::Test(Verdict::Fail, _, _)
+            ) {
                 broken.insert(n.unique_id.as_str());
             }
             report.record(&kind, n, &outcome, start.elapsed());
@@ -519,9 +720,166 @@ pub(crate) async fn run(ctx: &Ctx, project: Option<&Path>, args: &ModelArgs) -> 
         for line in manifest.renderer.take_logs() {
             eprintln!("{line}");
         }
-        report.finish("model")
+        report.finish(self.noun)
+    }
+}
+
+/// Orders `nodes` so that each test runs before the nodes downstream of everything it
+/// tests (dbt's test edges in `build`), and returns, for every node, the nodes it waits on.
+fn gated_order<'a>(
+    manifest: &Manifest,
+    nodes: Vec<&'a Node>,
+) -> (Vec<&'a Node>, BTreeMap<&'a str, BTreeSet<String>>) {
+    let mut waits: BTreeMap<&'a str, BTreeSet<String>> = nodes
+        .iter()
+        .map(|n| (n.unique_id.as_str(), ancestors(manifest, &n.unique_id)))
+        .collect();
+    let tests: Vec<(&str, Vec<String>)> = nodes
+        .iter()
+        .filter(|n| n.resource_type == ResourceType::Test)
+        .map(|n| {
+            let parents = manifest
+                .parent_map
+                .get(&n.unique_id)
+                .into_iter()
+                .flatten()
+                .filter(|p| !p.starts_with("source."))
+                .cloned()
+                .collect();
+            (n.unique_id.as_str(), parents)
+        })
+        .collect();
+    for n in &nodes {
+        if n.resource_type == ResourceType::Test {
+            continue;
+        }
+        let id = n.unique_id.as_str();
+        let gating: Vec<String> = tests
+            .iter()
+            .filter(|(_, parents)| {
+                !parents.is_empty() && parents.iter().all(|p| waits[id].contains(p))
+            })
+            .map(|(t, _)| t.to_string())
+            .collect();
+        waits
+            .get_mut(id)
+            .expect("every node has an entry")
+            .extend(gating);
+    }
+    // Kahn's algorithm, keeping the incoming (topological) order among ready nodes.
+    let present: BTreeSet<&str> = nodes.iter().map(|n| n.unique_id.as_str()).collect();
+    let mut done: BTreeSet<&str> = BTreeSet::new();
+    let mut pending = nodes;
+    let mut ordered = Vec::with_capacity(pending.len());
+    while !pending.is_empty() {
+        let ready = pending
+            .iter()
+            .position(|n| {
+                waits[n.unique_id.as_str()]
+                    .iter()
+                    .all(|w| !present.contains(w.as_str()) || done.contains(w.as_str()))
+            })
+            .unwrap_or(0);
+        let n = pending.remove(ready);
+        done.insert(n.unique_id.as_str());
+        ordered.push(n);
+    }
+    (ordered, waits)
+}
+
+/// Runs one data test: the count of failing rows (`fail_calc`) judged by `warn_if` and
+/// `error_if` (dbt's `get_test_sql`), then by `severity`.
+async fn run_test(
+    manifest: &Manifest,
+    session: &Session,
+    n: &Node,
+    run_dir: &Path,
+) -> Result<(Verdict, u64, String)> {
+    let compiled = manifest.compile_node(&n.unique_id, &CompileOptions::default())?;
+    let body = compiled.trim().trim_end_matches(';').trim_end();
+    let cfg = |key: &str, default: &str| -> String {
+        match n.config.get(key) {
+            Some(serde_json::Value::String(s)) => s.clone(),
+            Some(serde_json::Value::Number(x)) => x.to_string(),
+            _ => default.to_string(),
+        }
+    };
+    let fail_calc = cfg("fail_calc", "count(*)");
+    let warn_if = cfg("warn_if", "!= 0");
+    let error_if = cfg("error_if", "!= 0");
+    let limit = match n.config.get("limit") {
+        Some(serde_json::Value::Number(x)) => format!("\nlimit {x}"),
+        _ => String::new(),
+    };
+    let sql = format!(
+        "select\n  cast(coalesce({fail_calc}, 0) as bigint) as failures,\n  \
+         coalesce(({fail_calc}) {warn_if}, false) as should_warn,\n  \
+         coalesce(({fail_calc}) {error_if}, false) as should_error\n\
+         from (\n{body}{limit}\n) dbt_internal_test"
+    );
+    let file = run_dir.join(&n.package_name).join(test_path(n));
+    if let Some(dir) = file.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(&file, format!("{sql}\n"))
+        .with_context(|| format!("writing {}", file.display()))?;
+    let shown = file
+        .strip_prefix(&manifest.project.root)
+        .unwrap_or(&file)
+        .display()
+        .to_string();
+    let batches = session
+        .sql(&sql)
+        .await
+        .with_context(|| format!("{}: compiled SQL at {shown}", n.original_file_path))?;
+    let batch = batches.iter().find(|b| b.num_rows() > 0).with_context(|| {
+        format!(
+            "{}: the test query returned no summary row",
+            n.original_file_path
+        )
+    })?;
+    let failures = batch
+        .column(0)
+        .as_any()
+        .downcast_ref::<Int64Array>()
+        .map(|a| a.value(0))
+        .context("`fail_calc` did not give a number")?;
+    let flag = |i: usize| {
+        batch
+            .column(i)
+            .as_any()
+            .downcast_ref::<BooleanArray>()
+            .is_some_and(|a| a.is_valid(0) && a.value(0))
+    };
+    let (should_warn, should_error) = (flag(1), flag(2));
+    let severity_error = !n
+        .config
+        .get_str("severity")
+        .is_some_and(|s| s.eq_ignore_ascii_case("warn"));
+    let count = u64::try_from(failures).unwrap_or(0);
+    Ok(if severity_error && should_error {
+        (Verdict::Fail, count, error_if)
+    } else if should_warn {
+        (Verdict::Warn, count, warn_if)
+    } else {
+        (Verdict::Pass, count, String::new())
     })
-    .await
+}
+
+/// Where a test's executed SQL is written under `target/run/<package>/`: generic tests
+/// beside their property file, named after the test.
+fn test_path(n: &Node) -> PathBuf {
+    if n.test_metadata.is_some() {
+        let base = n
+            .patch_path
+            .as_deref()
+            .unwrap_or(&n.original_file_path)
+            .split_once("://")
+            .map_or_else(|| n.original_file_path.clone(), |(_, p)| p.to_string());
+        PathBuf::from(base).join(format!("{}.sql", n.name))
+    } else {
+        PathBuf::from(&n.original_file_path)
+    }
 }
 
 /// Every node upstream of `id`, through ephemeral models too.
@@ -544,11 +902,31 @@ async fn build_model(
     session: &Session,
     n: &Node,
     run_dir: &Path,
+    full_refresh: bool,
 ) -> Result<Option<u64>> {
-    let compiled = manifest.compile_node(&n.unique_id, &CompileOptions::default())?;
+    let lake = session.lake();
+    let t = lake_name(n)?;
+    let incremental = n.materialized() == "incremental"
+        && !full_refresh
+        && !n
+            .config
+            .get("full_refresh")
+            .is_some_and(|v| v == &serde_json::Value::Bool(true))
+        && lake.table_exists(&t).await?;
+    let compiled = manifest.compile_node(
+        &n.unique_id,
+        &CompileOptions {
+            is_incremental: incremental,
+        },
+    )?;
     let body = compiled.trim().trim_end_matches(';').trim_end();
     let relation = n.relation.render();
     let (sql, is_table) = match n.materialized() {
+        "incremental" if incremental => (incremental_sql(session, n, &relation, body).await?, true),
+        "incremental" => (
+            format!("CREATE OR REPLACE TABLE {relation} AS\n{body}"),
+            true,
+        ),
         "view" => (
             format!("CREATE OR REPLACE VIEW {relation} AS\n{body}"),
             false,
@@ -558,7 +936,7 @@ async fn build_model(
             true,
         ),
         other => anyhow::bail!(
-            "{}: materialization `{other}` is not supported by `strata run`; use `view`, `table` or `ephemeral`",
+            "{}: materialization `{other}` is not supported by `strata run`; use `view`, `table`, `incremental` or `ephemeral`",
             n.original_file_path
         ),
     };
@@ -568,8 +946,6 @@ async fn build_model(
     }
     std::fs::write(&file, format!("{sql}\n"))
         .with_context(|| format!("writing {}", file.display()))?;
-    let lake = session.lake();
-    let t = lake_name(n)?;
     lake.create_namespace(&t.namespace).await?;
     let shown = file
         .strip_prefix(&manifest.project.root)
@@ -611,7 +987,142 @@ async fn build_model(
     Ok(if is_table { rows.or(Some(0)) } else { None })
 }
 
+/// The statements that add an incremental model's new rows to its existing table, by
+/// `incremental_strategy`: `append` (INSERT), `merge` (MERGE INTO on `unique_key`) or
+/// `delete+insert` (rows matching the new keys removed, then the new rows inserted).
+/// Columns are the table's (`on_schema_change: ignore`).
+async fn incremental_sql(
+    session: &Session,
+    n: &Node,
+    relation: &str,
+    body: &str,
+) -> Result<String> {
+    let target = columns_of(session, &format!("SELECT * FROM {relation} LIMIT 0")).await?;
+    let source = columns_of(
+        session,
+        &format!("SELECT * FROM (\n{body}\n) AS dbt_new LIMIT 0"),
+    )
+    .await
+    .with_context(|| format!("{}: planning the incremental query", n.original_file_path))?;
+    let cols: Vec<String> = target
+        .iter()
+        .filter(|c| source.contains(c))
+        .map(|c| quote_ident(c))
+        .collect();
+    if cols.is_empty() {
+        anyhow::bail!(
+            "{}: the model's query shares no column with {relation} (columns: {})",
+            n.original_file_path,
+            target.join(", ")
+        );
+    }
+    let keys: Vec<String> = match n.config.get("unique_key") {
+        None | Some(serde_json::Value::Null) => Vec::new(),
+        Some(serde_json::Value::String(k)) => vec![k.clone()],
+        Some(serde_json::Value::Array(ks)) => ks
+            .iter()
+            .map(|k| {
+                k.as_str().map(str::to_string).with_context(|| {
+                    format!(
+                        "{}: `unique_key` entries must be column names",
+                        n.original_file_path
+                    )
+                })
+            })
+            .collect::<Result<_>>()?,
+        Some(_) => anyhow::bail!(
+            "{}: `unique_key` must be a column name or a list of column names",
+            n.original_file_path
+        ),
+    };
+    let keys: Vec<String> = keys.iter().map(|k| quote_ident(k.trim())).collect();
+    let default = if keys.is_empty() {
+        "append"
+    } else {
+        "delete+insert"
+    };
+    let strategy = n.config.get_str("incremental_strategy").unwrap_or(default);
+    let col_list = cols.join(", ");
+    let insert = format!(
+        "INSERT INTO {relation} ({col_list})\nSELECT {col_list} FROM (\n{body}\n) AS dbt_new"
+    );
+    let on = keys
+        .iter()
+        .map(|k| format!("dbt_t.{k} = dbt_s.{k}"))
+        .collect::<Vec<_>>()
+        .join(" AND ");
+    let need_keys = || -> Result<()> {
+        if keys.is_empty() {
+            anyhow::bail!(
+                "{}: incremental_strategy `{strategy}` needs a `unique_key`",
+                n.original_file_path
+            );
+        }
+        Ok(())
+    };
+    Ok(match strategy {
+        "append" => insert,
+        "merge" => {
+            need_keys()?;
+            let set = cols
+                .iter()
+                .filter(|c| !keys.contains(c))
+                .map(|c| format!("{c} = dbt_s.{c}"))
+                .collect::<Vec<_>>();
+            let values = cols
+                .iter()
+                .map(|c| format!("dbt_s.{c}"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let matched = if set.is_empty() {
+                String::new()
+            } else {
+                format!("WHEN MATCHED THEN UPDATE SET {}\n", set.join(", "))
+            };
+            format!(
+                "MERGE INTO {relation} AS dbt_t\nUSING (\n{body}\n) AS dbt_s\nON {on}\n{matched}\
+                 WHEN NOT MATCHED THEN INSERT ({col_list}) VALUES ({values})"
+            )
+        }
+        "delete+insert" => {
+            need_keys()?;
+            format!(
+                "MERGE INTO {relation} AS dbt_t\nUSING (SELECT DISTINCT {} FROM (\n{body}\n) AS dbt_new) AS dbt_s\n\
+                 ON {on}\nWHEN MATCHED THEN DELETE;\n{insert}",
+                keys.join(", ")
+            )
+        }
+        other => anyhow::bail!(
+            "{}: incremental_strategy `{other}` is not supported; use `append`, `merge` or `delete+insert`",
+            n.original_file_path
+        ),
+    })
+}
+
+/// The output column names of a query.
+async fn columns_of(session: &Session, sql: &str) -> Result<Vec<String>> {
+    let mut cols = Vec::new();
+    for stmt in session.parse(sql)? {
+        if let StatementResult::Rows { schema, .. } = session.execute(stmt).await? {
+            cols = schema.fields().iter().map(|f| f.name().clone()).collect();
+        }
+    }
+    Ok(cols)
+}
+
 impl ModelArgs {
+    /// The arguments and `--full-refresh` as recorded with the run.
+    fn describe_with(&self, full_refresh: bool) -> String {
+        let mut s = self.describe();
+        if full_refresh {
+            if !s.is_empty() {
+                s.push(' ');
+            }
+            s.push_str("--full-refresh");
+        }
+        s
+    }
+
     /// The arguments as recorded with the run.
     fn describe(&self) -> String {
         let mut parts = Vec::new();

@@ -231,3 +231,350 @@ fn a_failed_model_skips_its_dependents_and_the_run_continues() {
     );
     assert_eq!(n, "n\n3\n");
 }
+
+/// Adds generic tests (built-in and a custom `{% test %}` macro), thresholds, a warning
+/// severity and a singular test to the shop project.
+fn write_shop_tests(dir: &Path) {
+    let files: &[(&str, &str)] = &[
+        (
+            "models/staging/schema.yml",
+            "version: 2\nmodels:\n  - name: stg_customers\n    columns:\n\
+             \x20     - name: customer_id\n        tests: [unique, not_null]\n\
+             \x20     - name: name\n        tests:\n\
+             \x20         - accepted_values:\n              values: ['Ada', 'Bob']\n\
+             \x20         - accepted_values:\n              values: ['Ada']\n              config:\n                severity: warn\n",
+        ),
+        (
+            "models/marts/schema.yml",
+            "version: 2\nmodels:\n  - name: customer_totals\n    columns:\n\
+             \x20     - name: customer_id\n        tests:\n\
+             \x20         - relationships:\n              to: ref('stg_customers')\n              field: customer_id\n\
+             \x20     - name: total\n        tests:\n\
+             \x20         - is_positive:\n              config:\n                error_if: '> 5'\n",
+        ),
+        (
+            "macros/is_positive.sql",
+            "{% test is_positive(model, column_name) %}\n\
+             select * from {{ model }} where {{ column_name }} <= 0\n\
+             {% endtest %}\n",
+        ),
+        (
+            "tests/assert_no_negative_totals.sql",
+            "select * from {{ ref('customer_totals') }} where total < 0\n",
+        ),
+    ];
+    for (path, text) in files {
+        let p = dir.join(path);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+    }
+}
+
+#[test]
+fn test_runs_generic_and_singular_tests_with_severities_and_thresholds() {
+    let (_tmp, dir) = project();
+    write_shop(&dir);
+    write_shop_tests(&dir);
+    ok(&dir, &["seed"]);
+    ok(&dir, &["run"]);
+
+    let o = strata(&dir, &["test"]);
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}\n{}", stderr(&o));
+    assert!(out.contains("Found 7 test(s)"), "{out}");
+    assert!(
+        out.contains(" PASS unique_stg_customers_customer_id ") && out.contains("[PASS in "),
+        "{out}"
+    );
+    assert!(
+        out.contains(" PASS not_null_stg_customers_customer_id "),
+        "{out}"
+    );
+    assert!(
+        out.contains(" FAIL 1 accepted_values_stg_customers_name__Ada__Bob ")
+            && out.contains("[FAIL 1 in "),
+        "{out}"
+    );
+    // `severity: warn` turns the failure into a warning.
+    assert!(
+        out.contains(" WARN 2 accepted_values_stg_customers_name__Ada ")
+            && out.contains("[WARN 2 in "),
+        "{out}"
+    );
+    // One failing row is over `warn_if` (!= 0) but not `error_if` (> 5).
+    assert!(
+        out.contains(" WARN 1 is_positive_customer_totals_total "),
+        "{out}"
+    );
+    assert!(
+        out.contains(" PASS relationships_customer_totals_1d03d559c4b0f70104f392e3eb94e950 "),
+        "{out}"
+    );
+    assert!(out.contains(" PASS assert_no_negative_totals "), "{out}");
+    assert!(
+        out.contains("Completed with 1 error and 2 warnings:"),
+        "{out}"
+    );
+    assert!(
+        out.contains(
+            "Failure in test accepted_values_stg_customers_name__Ada__Bob (models/staging/schema.yml)\n  Got 1 result, configured to fail if != 0"
+        ),
+        "{out}"
+    );
+    assert!(
+        out.contains("Warning in test is_positive_customer_totals_total (models/marts/schema.yml)\n  Got 1 result, configured to warn if != 0"),
+        "{out}"
+    );
+    assert!(
+        out.contains("Done. PASS=4 WARN=2 ERROR=1 SKIP=0 TOTAL=7"),
+        "{out}"
+    );
+    assert!(
+        stderr(&o).contains("1 of 7 test(s) failed, 0 skipped"),
+        "{}",
+        stderr(&o)
+    );
+
+    // Selecting a model runs the tests attached to it: here they pass or warn.
+    let out = ok(&dir, &["test", "--select", "customer_totals"]);
+    assert!(out.contains("Found 3 test(s)"), "{out}");
+    assert!(
+        out.contains("Done. PASS=2 WARN=1 ERROR=0 SKIP=0 TOTAL=3"),
+        "{out}"
+    );
+    assert!(
+        dir.join("target/run/shop/tests/assert_no_negative_totals.sql")
+            .is_file()
+    );
+
+    // Fixing the data makes the failing test pass.
+    std::fs::write(
+        dir.join("seeds/raw_customers.csv"),
+        "id,name,zip\n1,Ada,01234\n2,Bob,98765\n",
+    )
+    .unwrap();
+    ok(&dir, &["seed"]);
+    ok(&dir, &["run"]);
+    let out = ok(&dir, &["test", "--select", "stg_customers"]);
+    // The relationships test also tests `stg_customers`, so it comes along.
+    assert!(out.contains("Found 5 test(s)"), "{out}");
+    assert!(
+        out.contains(" PASS accepted_values_stg_customers_name__Ada__Bob "),
+        "{out}"
+    );
+    assert!(
+        out.contains("Done. PASS=4 WARN=1 ERROR=0 SKIP=0 TOTAL=5"),
+        "{out}"
+    );
+}
+
+#[test]
+fn build_runs_tests_before_dependents_and_a_failure_skips_them() {
+    let (_tmp, dir) = project();
+    write_shop(&dir);
+    write_shop_tests(&dir);
+
+    let o = strata(&dir, &["build"]);
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}\n{}", stderr(&o));
+    assert!(
+        out.contains("Found 2 seed(s), 2 model(s), 7 test(s)"),
+        "{out}"
+    );
+    assert!(
+        out.contains("1 of 11 OK created seed file analytics_raw.raw_customers"),
+        "{out}"
+    );
+    assert!(
+        out.contains("OK created view model analytics.stg_customers"),
+        "{out}"
+    );
+    assert!(
+        out.contains(" FAIL 1 accepted_values_stg_customers_name__Ada__Bob "),
+        "{out}"
+    );
+    // The mart waits on its upstream model's tests; it and its own tests are skipped.
+    assert!(
+        out.contains("SKIP relation analytics.customer_totals"),
+        "{out}"
+    );
+    assert!(
+        out.contains("SKIP test is_positive_customer_totals_total"),
+        "{out}"
+    );
+    let fail_at = out.find("FAIL 1 accepted_values").unwrap();
+    let skip_at = out.find("SKIP relation analytics.customer_totals").unwrap();
+    assert!(fail_at < skip_at, "{out}");
+    assert!(
+        out.contains("Done. PASS=5 WARN=1 ERROR=1 SKIP=4 TOTAL=11"),
+        "{out}"
+    );
+    let tables = ok(&dir, &["tables", "analytics"]);
+    assert!(!tables.contains("customer_totals"), "{tables}");
+
+    // With the data fixed, everything builds.
+    std::fs::write(
+        dir.join("seeds/raw_customers.csv"),
+        "id,name,zip\n1,Ada,01234\n2,Bob,98765\n",
+    )
+    .unwrap();
+    let out = ok(&dir, &["build"]);
+    assert!(
+        out.contains("OK created table model analytics.customer_totals"),
+        "{out}"
+    );
+    assert!(
+        out.contains("Done. PASS=10 WARN=1 ERROR=0 SKIP=0 TOTAL=11"),
+        "{out}"
+    );
+}
+
+/// The project of the incremental tests: one seed of events and three incremental models
+/// reading only the rows newer than what they hold.
+fn write_events(dir: &Path, rows: &str) {
+    let incremental_filter = "{% if is_incremental() %}\n\
+         where version > (select max(version) from {{ this }})\n{% endif %}\n";
+    let files: Vec<(&str, String)> = vec![
+        (
+            "dbt_project.yml",
+            "name: events\nversion: \"1.0.0\"\nconfig-version: 2\nprofile: events\n".to_string(),
+        ),
+        ("seeds/raw_events.csv", format!("id,status,version\n{rows}")),
+        (
+            "models/events_merged.sql",
+            format!(
+                "{{{{ config(materialized='incremental', unique_key='id', incremental_strategy='merge') }}}}\n\
+                 select id, status, version from {{{{ ref('raw_events') }}}}\n{incremental_filter}"
+            ),
+        ),
+        (
+            "models/events_replaced.sql",
+            format!(
+                "{{{{ config(materialized='incremental', unique_key=['id'], incremental_strategy='delete+insert') }}}}\n\
+                 select id, status, version from {{{{ ref('raw_events') }}}}\n{incremental_filter}"
+            ),
+        ),
+        (
+            "models/events_log.sql",
+            format!(
+                "{{{{ config(materialized='incremental') }}}}\n\
+                 select id, status, version from {{{{ ref('raw_events') }}}}\n{incremental_filter}"
+            ),
+        ),
+    ];
+    for (path, text) in files {
+        let p = dir.join(path);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+    }
+}
+
+fn rows_of(dir: &Path, table: &str) -> String {
+    ok(
+        dir,
+        &[
+            "sql",
+            &format!("select id, status, version from analytics.{table} order by id, version"),
+            "--format",
+            "csv",
+        ],
+    )
+}
+
+#[test]
+fn incremental_models_merge_append_and_rebuild_on_full_refresh() {
+    let (_tmp, dir) = project();
+    write_events(&dir, "1,new,1\n2,new,1\n");
+    ok(&dir, &["seed"]);
+    let out = ok(&dir, &["run"]);
+    assert!(out.contains("Found 3 model(s) (3 incremental)"), "{out}");
+    assert!(
+        out.contains("OK created incremental model analytics.events_merged"),
+        "{out}"
+    );
+    assert!(out.contains("s, 2 rows]"), "{out}");
+    let first = "id,status,version\n1,new,1\n2,new,1\n";
+    for t in ["events_merged", "events_replaced", "events_log"] {
+        assert_eq!(rows_of(&dir, t), first, "{t}");
+    }
+
+    // New source rows: order 2 changed, order 3 arrived.
+    write_events(&dir, "1,new,1\n2,shipped,2\n3,new,2\n");
+    ok(&dir, &["seed"]);
+    let out = ok(&dir, &["run"]);
+    assert!(
+        out.contains("Done. PASS=3 WARN=0 ERROR=0 SKIP=0 TOTAL=3"),
+        "{out}"
+    );
+    let updated = "id,status,version\n1,new,1\n2,shipped,2\n3,new,2\n";
+    assert_eq!(rows_of(&dir, "events_merged"), updated);
+    assert_eq!(rows_of(&dir, "events_replaced"), updated);
+    assert_eq!(
+        rows_of(&dir, "events_log"),
+        "id,status,version\n1,new,1\n2,new,1\n2,shipped,2\n3,new,2\n"
+    );
+    let compiled =
+        std::fs::read_to_string(dir.join("target/run/events/models/events_merged.sql")).unwrap();
+    assert!(
+        compiled.starts_with("MERGE INTO analytics.events_merged"),
+        "{compiled}"
+    );
+    assert!(
+        compiled.contains("where version > (select max(version) from analytics.events_merged)"),
+        "{compiled}"
+    );
+
+    // A run with nothing new changes nothing.
+    ok(&dir, &["run"]);
+    assert_eq!(rows_of(&dir, "events_merged"), updated);
+    assert_eq!(
+        rows_of(&dir, "events_log"),
+        "id,status,version\n1,new,1\n2,new,1\n2,shipped,2\n3,new,2\n"
+    );
+
+    // `--full-refresh` rebuilds from the source: order 1, gone upstream, goes.
+    write_events(&dir, "2,shipped,2\n3,new,2\n");
+    ok(&dir, &["seed"]);
+    ok(&dir, &["run", "--select", "events_merged"]);
+    assert_eq!(rows_of(&dir, "events_merged"), updated);
+    let out = ok(
+        &dir,
+        &[
+            "run",
+            "--full-refresh",
+            "--select",
+            "events_merged",
+            "events_log",
+        ],
+    );
+    assert!(
+        out.contains("Done. PASS=2 WARN=0 ERROR=0 SKIP=0 TOTAL=2"),
+        "{out}"
+    );
+    let rebuilt = "id,status,version\n2,shipped,2\n3,new,2\n";
+    assert_eq!(rows_of(&dir, "events_merged"), rebuilt);
+    assert_eq!(rows_of(&dir, "events_log"), rebuilt);
+    assert_eq!(rows_of(&dir, "events_replaced"), updated);
+}
+
+#[test]
+fn an_incremental_merge_without_unique_key_fails_and_keeps_the_table() {
+    let (_tmp, dir) = project();
+    write_events(&dir, "1,new,1\n");
+    ok(&dir, &["seed"]);
+    ok(&dir, &["run", "--select", "events_log"]);
+    std::fs::write(
+        dir.join("models/events_log.sql"),
+        "{{ config(materialized='incremental', incremental_strategy='merge') }}\n\
+         select id, status, version from {{ ref('raw_events') }}\n",
+    )
+    .unwrap();
+    let o = strata(&dir, &["run", "--select", "events_log"]);
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(
+        out.contains("incremental_strategy `merge` needs a `unique_key`"),
+        "{out}"
+    );
+    assert_eq!(rows_of(&dir, "events_log"), "id,status,version\n1,new,1\n");
+}
