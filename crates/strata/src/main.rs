@@ -188,6 +188,15 @@ Examples:
         #[command(flatten)]
         args: models_cmd::ModelArgs,
     },
+    /// Run the selected dbt snapshots: SCD type 2 tables keeping every version of a row
+    /// (`timestamp` or `check` strategy), with `dbt_valid_from`/`dbt_valid_to`.
+    #[command(
+        after_help = "Examples:\n  strata snapshot\n  strata snapshot --select customers_snapshot\n\nExit code 1 when any snapshot failed."
+    )]
+    Snapshot {
+        #[command(flatten)]
+        args: models_cmd::ModelArgs,
+    },
     /// Seed, run and test the selected nodes in dependency order; a failing test skips
     /// everything downstream of the model it tests.
     #[command(
@@ -457,6 +466,10 @@ async fn run(cli: Cli, redactor: strata_types::Redactor) -> Result<()> {
         Command::Test { args } => {
             let ctx = Ctx::load(&cli, &redactor).await?;
             models_cmd::test(&ctx, cli.project.as_deref(), args).await
+        }
+        Command::Snapshot { args } => {
+            let ctx = Ctx::load(&cli, &redactor).await?;
+            models_cmd::snapshot(&ctx, cli.project.as_deref(), args).await
         }
         Command::Build { args, full_refresh } => {
             let ctx = Ctx::load(&cli, &redactor).await?;

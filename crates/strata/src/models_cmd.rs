@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
+use chrono::{DateTime, Utc};
 use clap::{Args, ValueEnum};
 use strata_engine::datafusion::arrow::array::{Array, BooleanArray, Int64Array, RecordBatch};
 use strata_engine::datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
@@ -98,7 +99,19 @@ fn load_selected(
         ..LoadOptions::default()
     };
     let manifest = Manifest::load(&root, &opts)?;
-    let ctx = SelectContext::load(&root, args.state.as_deref())?;
+    // `result:` reads the previous run's `run_results.json` from `--state`, else `target/`.
+    let wants_results = args
+        .select
+        .iter()
+        .chain(&args.exclude)
+        .flat_map(|s| s.split([' ', ',']))
+        .any(|s| s.trim_start_matches(['+', '@']).starts_with("result:"));
+    let state_dir = match &args.state {
+        Some(d) => Some(d.clone()),
+        None if wants_results => Some(root.join("target")),
+        None => None,
+    };
+    let ctx = SelectContext::load(&root, state_dir.as_deref())?;
     let mut sel = args.select.clone();
     if let Some(s) = &args.selector {
         sel.push(format!("selector:{s}"));
@@ -254,6 +267,40 @@ struct Report {
     warnings: Vec<(String, String, String)>,
     rows: u64,
     started: Instant,
+    /// One dbt `run_results.json` entry per node, written into `target/` by `finish`.
+    results: Vec<serde_json::Value>,
+    /// Where `run_results.json` goes, with the invocation it records.
+    run_results: Option<RunResultsTarget>,
+}
+
+/// Where and for which invocation `run_results.json` is written.
+struct RunResultsTarget {
+    path: PathBuf,
+    invocation_id: String,
+    generated_at: chrono::DateTime<chrono::Utc>,
+    args: serde_json::Value,
+}
+
+impl RunResultsTarget {
+    fn new(manifest: &Manifest, command: &str, args: &ModelArgs) -> Self {
+        RunResultsTarget {
+            path: manifest
+                .project
+                .root
+                .join("target")
+                .join("run_results.json"),
+            invocation_id: manifest.invocation_id.clone(),
+            generated_at: manifest.generated_at,
+            args: serde_json::json!({
+                "which": command,
+                "select": args.select,
+                "exclude": args.exclude,
+                "selector": args.selector,
+                "vars": args.vars,
+                "state": args.state.as_ref().map(|p| p.display().to_string()),
+            }),
+        }
+    }
 }
 
 impl Report {
@@ -269,12 +316,113 @@ impl Report {
             warnings: Vec::new(),
             rows: 0,
             started: Instant::now(),
+            results: Vec::new(),
+            run_results: None,
         }
+    }
+
+    fn with_run_results(mut self, target: RunResultsTarget) -> Self {
+        self.run_results = Some(target);
+        self
+    }
+
+    /// Adds the node's entry to `run_results.json`, in dbt's shape (run-results v6).
+    fn push_result(
+        &mut self,
+        n: &Node,
+        outcome: &Outcome,
+        started: DateTime<Utc>,
+        elapsed: Duration,
+    ) {
+        let (status, message, rows, failures) = match outcome {
+            Outcome::Pass(rows) => {
+                let word = match n.resource_type {
+                    ResourceType::Seed => "INSERT",
+                    ResourceType::Snapshot => "SNAPSHOT",
+                    _ if rows.is_some() => "CREATE TABLE",
+                    _ => "CREATE VIEW",
+                };
+                let msg = match rows {
+                    Some(r) => format!("{word} {r}"),
+                    None => word.to_string(),
+                };
+                ("success", Some(msg), *rows, serde_json::Value::Null)
+            }
+            Outcome::Test(v, count, condition) => {
+                let status = match v {
+                    Verdict::Pass => "pass",
+                    Verdict::Warn => "warn",
+                    Verdict::Fail => "fail",
+                };
+                let msg = (*v != Verdict::Pass).then(|| {
+                    format!(
+                        "Got {count} result{}, configured to {status} if {condition}",
+                        if *count == 1 { "" } else { "s" }
+                    )
+                });
+                (status, msg, None, serde_json::json!(count))
+            }
+            Outcome::Error(m) => ("error", Some(m.clone()), None, serde_json::Value::Null),
+            Outcome::Skip => ("skipped", None, None, serde_json::Value::Null),
+        };
+        let ended = started + chrono::Duration::from_std(elapsed).unwrap_or_default();
+        let fmt = |t: DateTime<Utc>| t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string();
+        let timing = if matches!(outcome, Outcome::Skip) {
+            serde_json::json!([])
+        } else {
+            serde_json::json!([
+                {"name": "compile", "started_at": fmt(started), "completed_at": fmt(started)},
+                {"name": "execute", "started_at": fmt(started), "completed_at": fmt(ended)},
+            ])
+        };
+        let mut adapter_response = serde_json::Map::new();
+        if let Some(r) = rows {
+            adapter_response.insert("_message".into(), serde_json::json!(message));
+            adapter_response.insert("rows_affected".into(), serde_json::json!(r));
+        }
+        self.results.push(serde_json::json!({
+            "status": status,
+            "timing": timing,
+            "thread_id": "Thread-1",
+            "execution_time": elapsed.as_secs_f64(),
+            "adapter_response": adapter_response,
+            "message": message,
+            "failures": failures,
+            "unique_id": n.unique_id,
+            "compiled": n.resource_type != ResourceType::Seed,
+            "relation_name": (n.resource_type != ResourceType::Test).then(|| n.relation.render()),
+        }));
+    }
+
+    /// Writes `target/run_results.json` when this report has a target.
+    fn write_run_results(&self) -> Result<()> {
+        let Some(t) = &self.run_results else {
+            return Ok(());
+        };
+        let doc = serde_json::json!({
+            "metadata": {
+                "dbt_schema_version": "https://schemas.getdbt.com/dbt/run-results/v6.json",
+                "dbt_version": "1.9.0",
+                "generated_at": t.generated_at.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string(),
+                "invocation_id": t.invocation_id,
+                "env": {},
+            },
+            "results": self.results,
+            "elapsed_time": self.started.elapsed().as_secs_f64(),
+            "args": t.args,
+        });
+        if let Some(dir) = t.path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        std::fs::write(&t.path, serde_json::to_string_pretty(&doc)? + "\n")
+            .with_context(|| format!("writing {}", t.path.display()))
     }
 
     /// Prints one node's result line: `3 of 12 OK created table model analytics.orders … [1.20s, 10,431 rows]`
     /// or `4 of 12 FAIL 3 not_null_orders_id … [FAIL 3 in 0.05s]`.
     fn record(&mut self, kind: &str, n: &Node, outcome: &Outcome, elapsed: Duration) {
+        let started = Utc::now() - chrono::Duration::from_std(elapsed).unwrap_or_default();
+        self.push_result(n, outcome, started, elapsed);
         self.done += 1;
         let is_test = n.resource_type == ResourceType::Test;
         let relation = n.relation.render();
@@ -288,7 +436,12 @@ impl Report {
                     Some(r) => format!("[{secs:.2}s, {} rows]", thousands(*r)),
                     None => format!("[{secs:.2}s]"),
                 };
-                (format!("OK created {kind} {relation}"), status)
+                let what = if n.resource_type == ResourceType::Snapshot {
+                    format!("OK snapshotted {relation}")
+                } else {
+                    format!("OK created {kind} {relation}")
+                };
+                (what, status)
             }
             Outcome::Test(Verdict::Pass, _, _) => {
                 self.pass += 1;
@@ -350,6 +503,7 @@ impl Report {
     /// Prints the failures, warnings and the `Done. PASS=…` line; an error when anything
     /// failed.
     fn finish(&self, noun: &str) -> Result<Option<i64>> {
+        self.write_run_results()?;
         let errors = self.failures.len();
         let warnings = self.warnings.len();
         if !self.quiet {
@@ -430,7 +584,8 @@ pub(crate) async fn seed(ctx: &Ctx, project: Option<&Path>, args: &ModelArgs) ->
             println!("Found {} seed(s)\n", seeds.len());
         }
         let lake = ctx.engine.lake();
-        let mut report = Report::new(ctx.quiet, seeds.len());
+        let mut report = Report::new(ctx.quiet, seeds.len())
+            .with_run_results(RunResultsTarget::new(&manifest, "seed", args));
         for n in seeds {
             let start = Instant::now();
             let outcome = match load_seed(lake, n).await {
@@ -598,6 +753,8 @@ pub(crate) async fn run(
         full_refresh,
         noun: "model",
         found,
+        command: "run",
+        args,
     };
     ctx.recorded("run", &args.describe_with(full_refresh), || {
         exec.run(ctx, models)
@@ -620,8 +777,31 @@ pub(crate) async fn test(ctx: &Ctx, project: Option<&Path>, args: &ModelArgs) ->
         full_refresh: false,
         noun: "test",
         found,
+        command: "test",
+        args,
     };
     ctx.recorded("test", &args.describe(), || exec.run(ctx, tests))
+        .await
+}
+
+/// `strata snapshot`: runs the selected snapshots (SCD type 2 tables).
+pub(crate) async fn snapshot(ctx: &Ctx, project: Option<&Path>, args: &ModelArgs) -> Result<()> {
+    let (manifest, order) = load(project, args)?;
+    let snapshots: Vec<&Node> = order
+        .iter()
+        .map(|id| &manifest.nodes[id])
+        .filter(|n| n.resource_type == ResourceType::Snapshot)
+        .collect();
+    let found = format!("Found {} snapshot(s)", snapshots.len());
+    let exec = Execution {
+        manifest: &manifest,
+        full_refresh: false,
+        noun: "snapshot",
+        found,
+        command: "snapshot",
+        args,
+    };
+    ctx.recorded("snapshot", &args.describe(), || exec.run(ctx, snapshots))
         .await
 }
 
@@ -638,16 +818,17 @@ pub(crate) async fn build(
         .iter()
         .map(|id| &manifest.nodes[id])
         .filter(|n| match n.resource_type {
-            ResourceType::Seed | ResourceType::Test => true,
+            ResourceType::Seed | ResourceType::Test | ResourceType::Snapshot => true,
             ResourceType::Model => n.materialized() != "ephemeral",
             _ => false,
         })
         .collect();
     let count = |rt: ResourceType| nodes.iter().filter(|n| n.resource_type == rt).count();
     let found = format!(
-        "Found {} seed(s), {} model(s), {} test(s)",
+        "Found {} seed(s), {} model(s), {} snapshot(s), {} test(s)",
         count(ResourceType::Seed),
         count(ResourceType::Model),
+        count(ResourceType::Snapshot),
         count(ResourceType::Test)
     );
     let exec = Execution {
@@ -655,6 +836,8 @@ pub(crate) async fn build(
         full_refresh,
         noun: "node",
         found,
+        command: "build",
+        args,
     };
     ctx.recorded("build", &args.describe_with(full_refresh), || {
         exec.run(ctx, nodes)
@@ -669,6 +852,9 @@ struct Execution<'a> {
     full_refresh: bool,
     noun: &'static str,
     found: String,
+    /// The command, as recorded in `run_results.json`.
+    command: &'static str,
+    args: &'a ModelArgs,
 }
 
 impl<'a> Execution<'a> {
@@ -680,7 +866,8 @@ impl<'a> Execution<'a> {
         let (nodes, waits) = gated_order(manifest, nodes);
         let session = ctx.engine.session().await?;
         let run_dir = manifest.project.root.join("target").join("run");
-        let mut report = Report::new(ctx.quiet, nodes.len());
+        let mut report = Report::new(ctx.quiet, nodes.len())
+            .with_run_results(RunResultsTarget::new(manifest, self.command, self.args));
         // Nodes that failed or were skipped: whatever waits on them is skipped.
         let mut broken: BTreeSet<&str> = BTreeSet::new();
         for n in nodes {
@@ -688,6 +875,7 @@ impl<'a> Execution<'a> {
             let kind = match n.resource_type {
                 ResourceType::Seed => "seed file".to_string(),
                 ResourceType::Test => "test".to_string(),
+                ResourceType::Snapshot => "snapshot".to_string(),
                 _ => format!("{} model", n.materialized()),
             };
             let upstream_broken = waits[n.unique_id.as_str()]
@@ -703,6 +891,9 @@ impl<'a> Execution<'a> {
                     ResourceType::Test => run_test(manifest, &session, n, &run_dir)
                         .await
                         .map(|(v, count, cond)| Outcome::Test(v, count, cond)),
+                    ResourceType::Snapshot => build_snapshot(manifest, &session, n, &run_dir)
+                        .await
+                        .map(Outcome::Pass),
                     _ => build_model(manifest, &session, n, &run_dir, self.full_refresh)
                         .await
                         .map(Outcome::Pass),
@@ -1097,6 +1288,279 @@ async fn incremental_sql(
             n.original_file_path
         ),
     })
+}
+
+/// How a snapshot detects a changed row.
+enum SnapshotStrategy {
+    /// A newer `updated_at` than the current version's `dbt_valid_from`.
+    Timestamp(String),
+    /// Any of these columns differs (`None`: every column of the query).
+    Check(Option<Vec<String>>),
+}
+
+/// Column names from a config value holding one name or a list of names.
+fn name_list(n: &Node, key: &str) -> Result<Vec<String>> {
+    match n.config.get(key) {
+        None | Some(serde_json::Value::Null) => Ok(Vec::new()),
+        Some(serde_json::Value::String(k)) => Ok(vec![k.trim().to_string()]),
+        Some(serde_json::Value::Array(ks)) => ks
+            .iter()
+            .map(|k| {
+                k.as_str().map(|s| s.trim().to_string()).with_context(|| {
+                    format!(
+                        "{}: `{key}` entries must be column names",
+                        n.original_file_path
+                    )
+                })
+            })
+            .collect(),
+        Some(_) => anyhow::bail!(
+            "{}: `{key}` must be a column name or a list of column names",
+            n.original_file_path
+        ),
+    }
+}
+
+/// Runs one snapshot (dbt's SCD type 2). The first run creates the table from the query
+/// with `dbt_scd_id`, `dbt_updated_at`, `dbt_valid_from` and `dbt_valid_to` (NULL: the
+/// current version). Later runs apply one MERGE: the current version of a changed row gets
+/// its `dbt_valid_to`, the new version is inserted, a new key is inserted, and with
+/// `hard_deletes: invalidate` (or `invalidate_hard_deletes: true`) the current version of a
+/// key gone from the query is closed at the snapshot time.
+async fn build_snapshot(
+    manifest: &Manifest,
+    session: &Session,
+    n: &Node,
+    run_dir: &Path,
+) -> Result<Option<u64>> {
+    let file_name = &n.original_file_path;
+    let keys = name_list(n, "unique_key")?;
+    if keys.is_empty() {
+        anyhow::bail!("{file_name}: a snapshot needs a `unique_key` config");
+    }
+    let strategy = match n.config.get_str("strategy") {
+        Some("timestamp") => SnapshotStrategy::Timestamp(
+            n.config
+                .get_str("updated_at")
+                .with_context(|| {
+                    format!("{file_name}: the `timestamp` strategy needs an `updated_at` column")
+                })?
+                .to_string(),
+        ),
+        Some("check") => match n.config.get("check_cols") {
+            Some(serde_json::Value::String(s)) if s == "all" => SnapshotStrategy::Check(None),
+            Some(serde_json::Value::Array(_)) => {
+                SnapshotStrategy::Check(Some(name_list(n, "check_cols")?))
+            }
+            _ => anyhow::bail!(
+                "{file_name}: the `check` strategy needs `check_cols`: a list of columns or 'all'"
+            ),
+        },
+        Some(other) => anyhow::bail!(
+            "{file_name}: snapshot strategy `{other}` is not supported; use `timestamp` or `check`"
+        ),
+        None => anyhow::bail!(
+            "{file_name}: a snapshot needs a `strategy` config (`timestamp` or `check`)"
+        ),
+    };
+    let invalidate = match n.config.get_str("hard_deletes") {
+        Some("invalidate") => true,
+        None | Some("ignore") => n
+            .config
+            .get("invalidate_hard_deletes")
+            .is_some_and(|v| v == &serde_json::Value::Bool(true)),
+        Some(other) => anyhow::bail!(
+            "{file_name}: `hard_deletes: {other}` is not supported; use `ignore` or `invalidate`"
+        ),
+    };
+    let compiled = manifest.compile_node(&n.unique_id, &CompileOptions::default())?;
+    let body = compiled.trim().trim_end_matches(';').trim_end();
+    let relation = n.relation.render();
+    let lake = session.lake();
+    let t = lake_name(n)?;
+    let file = run_dir.join(&n.package_name).join(file_name);
+    if let Some(dir) = file.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let shown = file
+        .strip_prefix(&manifest.project.root)
+        .unwrap_or(&file)
+        .display()
+        .to_string();
+    let located = || format!("{file_name}: compiled SQL at {shown}");
+    let source_cols = columns_of(
+        session,
+        &format!("SELECT * FROM (\n{body}\n) AS dbt_src LIMIT 0"),
+    )
+    .await
+    .with_context(|| format!("{file_name}: planning the snapshot query"))?;
+    for k in &keys {
+        if !source_cols.contains(k) {
+            anyhow::bail!(
+                "{file_name}: `unique_key` names `{k}`, which the snapshot query does not return (columns: {})",
+                source_cols.join(", ")
+            );
+        }
+    }
+    let now = format!(
+        "CAST('{}' AS TIMESTAMP)",
+        manifest.generated_at.format("%Y-%m-%d %H:%M:%S%.6f")
+    );
+    let updated_at = match &strategy {
+        SnapshotStrategy::Timestamp(col) => {
+            if !source_cols.contains(col) {
+                anyhow::bail!(
+                    "{file_name}: `updated_at` names `{col}`, which the snapshot query does not return (columns: {})",
+                    source_cols.join(", ")
+                );
+            }
+            format!("dbt_src.{}", quote_ident(col))
+        }
+        SnapshotStrategy::Check(_) => now.clone(),
+    };
+    let scd_parts: Vec<String> = keys
+        .iter()
+        .map(|k| format!("coalesce(CAST(dbt_src.{} AS VARCHAR), '')", quote_ident(k)))
+        .chain(std::iter::once(format!(
+            "coalesce(CAST({updated_at} AS VARCHAR), '')"
+        )))
+        .collect();
+    let staged = format!(
+        "SELECT dbt_src.*,\n  md5(concat_ws('|', {})) AS dbt_scd_id,\n  {updated_at} AS dbt_updated_at,\n  \
+         {updated_at} AS dbt_valid_from,\n  nullif({updated_at}, {updated_at}) AS dbt_valid_to\n\
+         FROM (\n{body}\n) AS dbt_src",
+        scd_parts.join(", ")
+    );
+    lake.create_namespace(&t.namespace).await?;
+    let sql = if !lake.table_exists(&t).await? {
+        format!("CREATE TABLE {relation} AS\n{staged}")
+    } else {
+        let target_cols = columns_of(session, &format!("SELECT * FROM {relation} LIMIT 0")).await?;
+        for meta in [
+            "dbt_scd_id",
+            "dbt_valid_from",
+            "dbt_valid_to",
+            "dbt_updated_at",
+        ] {
+            if !target_cols.iter().any(|c| c == meta) {
+                anyhow::bail!(
+                    "{file_name}: {relation} exists but has no `{meta}` column; it is not a snapshot table"
+                );
+            }
+        }
+        let cols: Vec<String> = source_cols
+            .iter()
+            .filter(|c| target_cols.contains(c))
+            .map(|c| quote_ident(c))
+            .collect();
+        let on = |a: &str, b: &str| {
+            keys.iter()
+                .map(|k| format!("{a}.{k} = {b}.{k}", k = quote_ident(k)))
+                .collect::<Vec<_>>()
+                .join(" AND ")
+        };
+        let changed = match &strategy {
+            SnapshotStrategy::Timestamp(_) => {
+                "dbt_cur.dbt_valid_from < dbt_new.dbt_updated_at".to_string()
+            }
+            SnapshotStrategy::Check(check) => {
+                let check: Vec<String> = match check {
+                    Some(cs) => {
+                        for c in cs {
+                            if !cols.contains(&quote_ident(c)) {
+                                anyhow::bail!(
+                                    "{file_name}: `check_cols` names `{c}`, which the snapshot query does not return"
+                                );
+                            }
+                        }
+                        cs.iter().map(|c| quote_ident(c)).collect()
+                    }
+                    None => cols.clone(),
+                };
+                let parts: Vec<String> = check
+                    .iter()
+                    .map(|c| format!("dbt_cur.{c} IS DISTINCT FROM dbt_new.{c}"))
+                    .collect();
+                format!("({})", parts.join(" OR "))
+            }
+        };
+        let pick = |alias: &str| {
+            cols.iter()
+                .map(|c| format!("{alias}.{c}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let current = format!(
+            "(SELECT *, true AS dbt_in_target FROM {relation} WHERE dbt_valid_to IS NULL) AS dbt_cur"
+        );
+        let fresh = format!("(\n{staged}\n) AS dbt_new");
+        let mut branches = vec![
+            format!(
+                "SELECT {}, dbt_new.dbt_scd_id, dbt_new.dbt_updated_at, dbt_new.dbt_valid_from, \
+                 dbt_new.dbt_valid_to, 'insert' AS dbt_change_type\n\
+                 FROM {fresh}\nLEFT JOIN {current} ON {}\n\
+                 WHERE dbt_cur.dbt_in_target IS NULL OR {changed}",
+                pick("dbt_new"),
+                on("dbt_cur", "dbt_new")
+            ),
+            format!(
+                "SELECT {}, dbt_cur.dbt_scd_id, dbt_cur.dbt_updated_at, dbt_cur.dbt_valid_from, \
+                 dbt_new.dbt_updated_at AS dbt_valid_to, 'update' AS dbt_change_type\n\
+                 FROM {fresh}\nJOIN {current} ON {}\nWHERE {changed}",
+                pick("dbt_cur"),
+                on("dbt_cur", "dbt_new")
+            ),
+        ];
+        if invalidate {
+            branches.push(format!(
+                "SELECT {}, dbt_cur.dbt_scd_id, dbt_cur.dbt_updated_at, dbt_cur.dbt_valid_from, \
+                 {now} AS dbt_valid_to, 'delete' AS dbt_change_type\n\
+                 FROM {current}\nLEFT JOIN (SELECT *, true AS dbt_in_source FROM (\n{body}\n) AS dbt_src) AS dbt_new ON {}\n\
+                 WHERE dbt_new.dbt_in_source IS NULL",
+                pick("dbt_cur"),
+                on("dbt_cur", "dbt_new")
+            ));
+        }
+        let all_cols: Vec<String> = cols
+            .iter()
+            .cloned()
+            .chain(
+                [
+                    "dbt_scd_id",
+                    "dbt_updated_at",
+                    "dbt_valid_from",
+                    "dbt_valid_to",
+                ]
+                .map(String::from),
+            )
+            .collect();
+        let values = all_cols
+            .iter()
+            .map(|c| format!("dbt_s.{c}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        format!(
+            "MERGE INTO {relation} AS dbt_t\nUSING (\n{}\n) AS dbt_s\n\
+             ON dbt_s.dbt_scd_id = dbt_t.dbt_scd_id\n\
+             WHEN MATCHED AND dbt_t.dbt_valid_to IS NULL AND dbt_s.dbt_change_type IN ('update', 'delete')\n  \
+             THEN UPDATE SET dbt_valid_to = dbt_s.dbt_valid_to\n\
+             WHEN NOT MATCHED AND dbt_s.dbt_change_type = 'insert'\n  \
+             THEN INSERT ({}) VALUES ({values})",
+            branches.join("\nUNION ALL\n"),
+            all_cols.join(", ")
+        )
+    };
+    std::fs::write(&file, format!("{sql}\n"))
+        .with_context(|| format!("writing {}", file.display()))?;
+    let mut rows = None;
+    for stmt in session.parse(&sql).with_context(located)? {
+        if let StatementResult::Done { rows: r, .. } =
+            session.execute(stmt).await.with_context(located)?
+        {
+            rows = r;
+        }
+    }
+    Ok(rows.or(Some(0)))
 }
 
 /// The output column names of a query.

@@ -378,7 +378,7 @@ fn build_runs_tests_before_dependents_and_a_failure_skips_them() {
     let out = stdout(&o);
     assert_eq!(o.status.code(), Some(1), "{out}\n{}", stderr(&o));
     assert!(
-        out.contains("Found 2 seed(s), 2 model(s), 7 test(s)"),
+        out.contains("Found 2 seed(s), 2 model(s), 0 snapshot(s), 7 test(s)"),
         "{out}"
     );
     assert!(
@@ -577,4 +577,219 @@ fn an_incremental_merge_without_unique_key_fails_and_keeps_the_table() {
         "{out}"
     );
     assert_eq!(rows_of(&dir, "events_log"), "id,status,version\n1,new,1\n");
+}
+
+/// A project with one seed of people and two snapshots of it: `timestamp` strategy with
+/// hard deletes invalidated, and `check` strategy on the name.
+fn write_people(dir: &Path, rows: &str) {
+    let files: Vec<(&str, String)> = vec![
+        (
+            "dbt_project.yml",
+            "name: people\nversion: \"1.0.0\"\nconfig-version: 2\nprofile: people\n".to_string(),
+        ),
+        (
+            "seeds/raw_people.csv",
+            format!("id,name,city,updated_at\n{rows}"),
+        ),
+        (
+            "snapshots/people.sql",
+            "{% snapshot people_ts %}\n\
+             {{ config(target_schema='snapshots', unique_key='id', strategy='timestamp',\n\
+             updated_at='updated_at', invalidate_hard_deletes=True) }}\n\
+             select * from {{ ref('raw_people') }}\n\
+             {% endsnapshot %}\n\
+             {% snapshot people_check %}\n\
+             {{ config(target_schema='snapshots', unique_key='id', strategy='check',\n\
+             check_cols=['name']) }}\n\
+             select id, name, city from {{ ref('raw_people') }}\n\
+             {% endsnapshot %}\n"
+                .to_string(),
+        ),
+    ];
+    for (path, text) in files {
+        let p = dir.join(path);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+    }
+}
+
+fn csv(dir: &Path, sql: &str) -> String {
+    ok(dir, &["sql", sql, "--format", "csv"])
+}
+
+#[test]
+fn snapshots_keep_every_version_with_timestamp_and_check_strategies() {
+    let (_tmp, dir) = project();
+    write_people(
+        &dir,
+        "1,Ada,Paris,2024-01-01T00:00:00\n2,Bob,Oslo,2024-01-01T00:00:00\n3,Cy,Rome,2024-01-01T00:00:00\n",
+    );
+    ok(&dir, &["seed"]);
+    let out = ok(&dir, &["snapshot"]);
+    assert!(out.contains("Found 2 snapshot(s)"), "{out}");
+    assert!(out.contains("OK snapshotted snapshots.people_ts"), "{out}");
+    assert!(
+        out.contains("Done. PASS=2 WARN=0 ERROR=0 SKIP=0 TOTAL=2"),
+        "{out}"
+    );
+    let first = csv(
+        &dir,
+        "select id, name, cast(dbt_valid_from as varchar) as valid_from, \
+         cast(dbt_updated_at as varchar) as updated, dbt_valid_to is null as current, \
+         length(dbt_scd_id) as scd_len from snapshots.people_ts order by id",
+    );
+    assert_eq!(
+        first,
+        "id,name,valid_from,updated,current,scd_len\n\
+         1,Ada,2024-01-01T00:00:00,2024-01-01T00:00:00,true,32\n\
+         2,Bob,2024-01-01T00:00:00,2024-01-01T00:00:00,true,32\n\
+         3,Cy,2024-01-01T00:00:00,2024-01-01T00:00:00,true,32\n"
+    );
+
+    // Ada renamed (newer updated_at), Bob moves city without a newer timestamp, Cy is gone,
+    // Dee is new. `build` runs the seed, then the snapshots.
+    write_people(
+        &dir,
+        "1,Ada L,Paris,2024-02-01T00:00:00\n2,Bob,Bergen,2024-01-01T00:00:00\n4,Dee,Lima,2024-02-01T00:00:00\n",
+    );
+    let out = ok(&dir, &["build"]);
+    assert!(
+        out.contains("Found 1 seed(s), 0 model(s), 2 snapshot(s), 0 test(s)"),
+        "{out}"
+    );
+    let ts = csv(
+        &dir,
+        "select id, name, city, cast(dbt_valid_from as varchar) as valid_from, \
+         cast(dbt_valid_to as varchar) as valid_to from snapshots.people_ts \
+         where id <> 3 order by id, dbt_valid_from",
+    );
+    assert_eq!(
+        ts,
+        "id,name,city,valid_from,valid_to\n\
+         1,Ada,Paris,2024-01-01T00:00:00,2024-02-01T00:00:00\n\
+         1,Ada L,Paris,2024-02-01T00:00:00,\n\
+         2,Bob,Oslo,2024-01-01T00:00:00,\n\
+         4,Dee,Lima,2024-02-01T00:00:00,\n"
+    );
+    // The hard-deleted row is closed at the snapshot time, not removed.
+    let gone = csv(
+        &dir,
+        "select id, name, dbt_valid_to is not null as closed, \
+         dbt_valid_to > dbt_valid_from as after_start from snapshots.people_ts where id = 3",
+    );
+    assert_eq!(gone, "id,name,closed,after_start\n3,Cy,true,true\n");
+
+    // `check` on the name: Ada gets a new version, Bob's city change is not tracked, Cy's
+    // row stays current (hard deletes ignored), Dee is inserted.
+    let check = csv(
+        &dir,
+        "select id, name, city, dbt_valid_to is null as current from snapshots.people_check \
+         order by id, dbt_valid_from",
+    );
+    assert_eq!(
+        check,
+        "id,name,city,current\n1,Ada,Paris,false\n1,Ada L,Paris,true\n2,Bob,Oslo,true\n\
+         3,Cy,Rome,true\n4,Dee,Lima,true\n"
+    );
+    let closed = csv(
+        &dir,
+        "select count(*) as n from snapshots.people_check o join snapshots.people_check c \
+         on o.id = c.id and o.dbt_valid_to = c.dbt_valid_from and c.dbt_valid_to is null",
+    );
+    assert_eq!(closed, "n\n1\n");
+
+    // A run with no change adds nothing.
+    ok(&dir, &["snapshot", "--select", "people_check"]);
+    let n = csv(&dir, "select count(*) as n from snapshots.people_check");
+    assert_eq!(n, "n\n5\n");
+}
+
+#[test]
+fn run_results_record_failures_and_result_error_reruns_them() {
+    let (_tmp, dir) = project();
+    write_shop(&dir);
+    std::fs::write(
+        dir.join("models/marts/broken.sql"),
+        "select no_such_column from {{ ref('stg_customers') }}\n",
+    )
+    .unwrap();
+    ok(&dir, &["seed"]);
+    let seeded: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.join("target/run_results.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(seeded["args"]["which"], "seed");
+    assert_eq!(seeded["results"][0]["adapter_response"]["rows_affected"], 3);
+
+    let o = strata(&dir, &["run"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    let rr: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.join("target/run_results.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        rr["metadata"]["dbt_schema_version"],
+        "https://schemas.getdbt.com/dbt/run-results/v6.json"
+    );
+    let results = rr["results"].as_array().unwrap();
+    let statuses: Vec<(String, String)> = results
+        .iter()
+        .map(|r| {
+            (
+                r["unique_id"].as_str().unwrap().to_string(),
+                r["status"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        statuses,
+        vec![
+            (
+                "model.shop.stg_customers".to_string(),
+                "success".to_string()
+            ),
+            ("model.shop.broken".to_string(), "error".to_string()),
+            (
+                "model.shop.customer_totals".to_string(),
+                "success".to_string()
+            ),
+        ]
+    );
+    let broken = &results[1];
+    assert!(
+        broken["message"]
+            .as_str()
+            .unwrap()
+            .contains("no_such_column"),
+        "{broken}"
+    );
+    let totals = &results[2];
+    assert_eq!(totals["adapter_response"]["rows_affected"], 3);
+    assert_eq!(totals["message"], "CREATE TABLE 3");
+    assert!(totals["execution_time"].as_f64().unwrap() >= 0.0);
+    assert_eq!(totals["timing"][1]["name"], "execute");
+
+    // Fixed, then only the failed model runs again.
+    std::fs::write(
+        dir.join("models/marts/broken.sql"),
+        "select customer_id from {{ ref('stg_customers') }}\n",
+    )
+    .unwrap();
+    let out = ok(&dir, &["run", "--select", "result:error"]);
+    assert!(out.contains("Found 1 model(s) (1 table)"), "{out}");
+    assert!(
+        out.contains("1 of 1 OK created table model analytics.broken"),
+        "{out}"
+    );
+    let rr: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.join("target/run_results.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(rr["results"].as_array().unwrap().len(), 1);
+    assert_eq!(rr["results"][0]["unique_id"], "model.shop.broken");
+    assert_eq!(rr["results"][0]["status"], "success");
+    assert_eq!(
+        csv(&dir, "select count(*) as n from analytics.broken"),
+        "n\n3\n"
+    );
 }
