@@ -908,6 +908,27 @@ impl Manifest {
         }
     }
 
+    /// Renders a hook at run time: with a node, `this` is its relation (`pre-hook`,
+    /// `post-hook`); without one, a project hook (`on-run-start`, `on-run-end`). `name`
+    /// locates errors.
+    pub fn render_hook(&self, node: Option<&str>, name: &str, text: &str) -> Result<String> {
+        let lookup: Arc<dyn RefLookup> = Arc::clone(&self.index) as Arc<dyn RefLookup>;
+        let scope = match node.and_then(|id| self.nodes.get(id)) {
+            Some(n) => self.scope(n, Phase::Compile(lookup), false),
+            None => Scope {
+                package: self.project.name.clone(),
+                this: None,
+                model: serde_json::Value::Null,
+                config: serde_json::Map::new(),
+                is_incremental: false,
+                phase: Phase::Compile(lookup),
+            },
+        };
+        self.renderer
+            .render(name, text, &scope)
+            .map(|s| s.trim().to_string())
+    }
+
     /// Every node (sources excluded) compiled, keyed by unique id.
     pub fn compile_all(&self, ids: &[String]) -> Result<BTreeMap<String, String>> {
         let mut out = BTreeMap::new();

@@ -40,6 +40,10 @@ pub struct DbtProject {
     pub configs: BTreeMap<String, Value>,
     /// `dispatch:` — macro namespace → search order of packages.
     pub dispatch: BTreeMap<String, Vec<String>>,
+    /// `on-run-start:` hooks (a string or a list), raw Jinja.
+    pub on_run_start: Vec<String>,
+    /// `on-run-end:` hooks (a string or a list), raw Jinja.
+    pub on_run_end: Vec<String>,
     /// Every file found under the resource paths, sorted by path.
     pub files: Vec<ProjectFile>,
     /// Packages (from `packages.yml` `local:` entries and installed `dbt_packages/`).
@@ -117,6 +121,22 @@ struct ProjectYml {
     unit_tests: Option<Value>,
     #[serde(default)]
     dispatch: Vec<DispatchYml>,
+    #[serde(default, rename = "on-run-start")]
+    on_run_start: Option<Value>,
+    #[serde(default, rename = "on-run-end")]
+    on_run_end: Option<Value>,
+}
+
+/// Hook SQL from a string or a list of strings.
+fn hook_list(v: Option<Value>) -> Vec<String> {
+    match v {
+        Some(Value::String(s)) => vec![s],
+        Some(Value::Array(a)) => a
+            .into_iter()
+            .filter_map(|x| x.as_str().map(str::to_string))
+            .collect(),
+        _ => Vec::new(),
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -211,6 +231,8 @@ impl DbtProject {
                 .into_iter()
                 .map(|d| (d.macro_namespace, d.search_order))
                 .collect(),
+            on_run_start: hook_list(yml.on_run_start),
+            on_run_end: hook_list(yml.on_run_end),
             files: Vec::new(),
             packages: Vec::new(),
         };

@@ -1,7 +1,9 @@
 //! `strata`: the command-line front of the whole platform.
 
 mod demo;
+mod models_checks;
 mod models_cmd;
+mod models_docs;
 mod output;
 mod shell;
 mod sources_cmd;
@@ -208,6 +210,16 @@ Examples:
         /// Rebuild incremental models from scratch instead of adding to them.
         #[arg(long)]
         full_refresh: bool,
+    },
+    /// dbt documentation artifacts: `strata docs generate`.
+    Docs {
+        #[command(subcommand)]
+        command: models_docs::DocsCommand,
+    },
+    /// dbt sources of the project: `strata source freshness`.
+    Source {
+        #[command(subcommand)]
+        command: models_checks::SourceCommand,
     },
     /// List the nodes of a dbt project that a selection picks.
     #[command(
@@ -474,6 +486,18 @@ async fn run(cli: Cli, redactor: strata_types::Redactor) -> Result<()> {
         Command::Build { args, full_refresh } => {
             let ctx = Ctx::load(&cli, &redactor).await?;
             models_cmd::build(&ctx, cli.project.as_deref(), args, *full_refresh).await
+        }
+        Command::Source {
+            command: models_checks::SourceCommand::Freshness { args },
+        } => {
+            let ctx = Ctx::load(&cli, &redactor).await?;
+            models_checks::source_freshness(&ctx, cli.project.as_deref(), args).await
+        }
+        Command::Docs {
+            command: models_docs::DocsCommand::Generate { args, no_compile },
+        } => {
+            let ctx = Ctx::load(&cli, &redactor).await?;
+            models_docs::generate(&ctx, cli.project.as_deref(), args, *no_compile).await
         }
         Command::Ls {
             args,

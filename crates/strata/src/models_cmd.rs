@@ -45,6 +45,12 @@ pub(crate) struct ModelArgs {
     /// The target schema models land in (custom schemas become `<target>_<custom>`).
     #[arg(long, default_value = strata_models::DEFAULT_TARGET_SCHEMA)]
     target_schema: String,
+    /// How many nodes run at once (`run`, `build`, `test`, `seed`, `snapshot`).
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..))]
+    threads: u16,
+    /// Stop starting nodes after the first failure; the rest are reported as skipped.
+    #[arg(long)]
+    fail_fast: bool,
 }
 
 /// `strata ls --output`.
@@ -80,7 +86,7 @@ fn project_root(project: Option<&Path>) -> Result<PathBuf> {
     )
 }
 
-fn load(project: Option<&Path>, args: &ModelArgs) -> Result<(Manifest, Vec<String>)> {
+pub(crate) fn load(project: Option<&Path>, args: &ModelArgs) -> Result<(Manifest, Vec<String>)> {
     load_selected(project, args, false)
 }
 
@@ -355,6 +361,9 @@ impl Report {
                     Verdict::Fail => "fail",
                 };
                 let msg = (*v != Verdict::Pass).then(|| {
+                    if crate::models_checks::is_unit_test(n) {
+                        return condition.clone();
+                    }
                     format!(
                         "Got {count} result{}, configured to {status} if {condition}",
                         if *count == 1 { "" } else { "s" }
@@ -454,15 +463,24 @@ impl Report {
                 } else {
                     ("FAIL", "fail")
                 };
-                let entry = (
-                    what_failed,
-                    n.original_file_path.clone(),
-                    format!(
-                        "Got {} result{}, configured to {verb} if {condition}",
-                        thousands(*count),
-                        if *count == 1 { "" } else { "s" }
-                    ),
-                );
+                let entry = if crate::models_checks::is_unit_test(n) {
+                    let name = n.name.split_once("::").map_or(&*n.name, |(_, t)| t);
+                    (
+                        format!("unit_test {name}"),
+                        n.original_file_path.clone(),
+                        condition.clone(),
+                    )
+                } else {
+                    (
+                        what_failed,
+                        n.original_file_path.clone(),
+                        format!(
+                            "Got {} result{}, configured to {verb} if {condition}",
+                            thousands(*count),
+                            if *count == 1 { "" } else { "s" }
+                        ),
+                    )
+                };
                 if *verdict == Verdict::Warn {
                     self.warnings.push(entry);
                 } else {
@@ -766,10 +784,13 @@ pub(crate) async fn run(
 /// its query returns rows, and warns instead under `severity: warn` or `warn_if`.
 pub(crate) async fn test(ctx: &Ctx, project: Option<&Path>, args: &ModelArgs) -> Result<()> {
     let (manifest, order) = load_selected(project, args, true)?;
+    let units =
+        crate::models_checks::unit_test_nodes(&manifest, &order, &args.select, &args.exclude);
     let tests: Vec<&Node> = order
         .iter()
         .map(|id| &manifest.nodes[id])
         .filter(|n| n.resource_type == ResourceType::Test)
+        .chain(&units)
         .collect();
     let found = format!("Found {} test(s)", tests.len());
     let exec = Execution {
@@ -814,6 +835,8 @@ pub(crate) async fn build(
     full_refresh: bool,
 ) -> Result<()> {
     let (manifest, order) = load_selected(project, args, true)?;
+    let units =
+        crate::models_checks::unit_test_nodes(&manifest, &order, &args.select, &args.exclude);
     let nodes: Vec<&Node> = order
         .iter()
         .map(|id| &manifest.nodes[id])
@@ -822,6 +845,7 @@ pub(crate) async fn build(
             ResourceType::Model => n.materialized() != "ephemeral",
             _ => false,
         })
+        .chain(&units)
         .collect();
     let count = |rt: ResourceType| nodes.iter().filter(|n| n.resource_type == rt).count();
     let found = format!(
@@ -845,8 +869,8 @@ pub(crate) async fn build(
     .await
 }
 
-/// One `run`, `test` or `build`: the nodes execute one after the other in dependency
-/// order; a failed or skipped node skips everything waiting on it.
+/// One `run`, `test` or `build`: up to `--threads` nodes execute at once, each after
+/// everything it waits on; a failed or skipped node skips everything waiting on it.
 struct Execution<'a> {
     manifest: &'a Manifest,
     full_refresh: bool,
@@ -866,48 +890,59 @@ impl<'a> Execution<'a> {
         let (nodes, waits) = gated_order(manifest, nodes);
         let session = ctx.engine.session().await?;
         let run_dir = manifest.project.root.join("target").join("run");
+        crate::models_docs::run_project_hooks(manifest, &session, false).await?;
         let mut report = Report::new(ctx.quiet, nodes.len())
             .with_run_results(RunResultsTarget::new(manifest, self.command, self.args));
-        // Nodes that failed or were skipped: whatever waits on them is skipped.
-        let mut broken: BTreeSet<&str> = BTreeSet::new();
-        for n in nodes {
-            let start = Instant::now();
-            let kind = match n.resource_type {
-                ResourceType::Seed => "seed file".to_string(),
-                ResourceType::Test => "test".to_string(),
-                ResourceType::Snapshot => "snapshot".to_string(),
-                _ => format!("{} model", n.materialized()),
-            };
-            let upstream_broken = waits[n.unique_id.as_str()]
-                .iter()
-                .any(|p| broken.contains(p.as_str()));
-            let outcome = if upstream_broken {
-                Outcome::Skip
-            } else {
+        let kind = |n: &Node| match n.resource_type {
+            ResourceType::Seed => "seed file".to_string(),
+            ResourceType::Test => "test".to_string(),
+            ResourceType::Snapshot => "snapshot".to_string(),
+            _ => format!("{} model", n.materialized()),
+        };
+        let (session, run_dir) = (&session, run_dir.as_path());
+        crate::models_docs::schedule(
+            nodes,
+            &waits,
+            crate::models_docs::Parallelism {
+                threads: usize::from(self.args.threads),
+                fail_fast: self.args.fail_fast,
+            },
+            |n: &'a Node| async move {
                 let result = match n.resource_type {
                     ResourceType::Seed => load_seed(session.lake(), n)
                         .await
                         .map(|r| Outcome::Pass(Some(r))),
-                    ResourceType::Test => run_test(manifest, &session, n, &run_dir)
+                    ResourceType::Test if crate::models_checks::is_unit_test(n) => {
+                        crate::models_checks::run_unit_test(manifest, session, n)
+                            .await
+                            .map(|diff| match diff {
+                                None => Outcome::Test(Verdict::Pass, 0, String::new()),
+                                Some((count, text)) => Outcome::Test(Verdict::Fail, count, text),
+                            })
+                    }
+                    ResourceType::Test => run_test(manifest, session, n, run_dir)
                         .await
                         .map(|(v, count, cond)| Outcome::Test(v, count, cond)),
-                    ResourceType::Snapshot => build_snapshot(manifest, &session, n, &run_dir)
+                    ResourceType::Snapshot => build_snapshot(manifest, session, n, run_dir)
                         .await
                         .map(Outcome::Pass),
-                    _ => build_model(manifest, &session, n, &run_dir, self.full_refresh)
+                    _ => build_model(manifest, session, n, run_dir, self.full_refresh)
                         .await
                         .map(Outcome::Pass),
                 };
                 result.unwrap_or_else(|e| Outcome::Error(crate::render_error(&e)))
-            };
-            if matches!(
-                outcome,
-                Outcome::Error(_) | Outcome::Skip | Outcome::Test(Verdict::Fail, _, _)
-            ) {
-                broken.insert(n.unique_id.as_str());
-            }
-            report.record(&kind, n, &outcome, start.elapsed());
-        }
+            },
+            |o| {
+                matches!(
+                    o,
+                    Outcome::Error(_) | Outcome::Skip | Outcome::Test(Verdict::Fail, _, _)
+                )
+            },
+            || Outcome::Skip,
+            |n, outcome, elapsed| report.record(&kind(n), n, &outcome, elapsed),
+        )
+        .await;
+        crate::models_docs::run_project_hooks(manifest, session, true).await?;
         for line in manifest.renderer.take_logs() {
             eprintln!("{line}");
         }
@@ -925,6 +960,7 @@ fn gated_order<'a>(
         .iter()
         .map(|n| (n.unique_id.as_str(), ancestors(manifest, &n.unique_id)))
         .collect();
+    crate::models_checks::gate_unit_tests(manifest, &nodes, &mut waits);
     let tests: Vec<(&str, Vec<String>)> = nodes
         .iter()
         .filter(|n| n.resource_type == ResourceType::Test)
@@ -1131,6 +1167,7 @@ async fn build_model(
             n.original_file_path
         ),
     };
+    crate::models_checks::check_contract(session, n, body).await?;
     let file = run_dir.join(&n.package_name).join(&n.original_file_path);
     if let Some(dir) = file.parent() {
         std::fs::create_dir_all(dir)?;
@@ -1161,6 +1198,8 @@ async fn build_model(
             lake.drop_table(&t).await?;
         }
     }
+    crate::models_docs::run_node_hooks(manifest, session, n, crate::models_docs::HookPhase::Pre)
+        .await?;
     let mut rows = None;
     for stmt in session
         .parse(&sql)
@@ -1175,6 +1214,8 @@ async fn build_model(
             StatementResult::Rows { .. } => {}
         }
     }
+    crate::models_docs::run_node_hooks(manifest, session, n, crate::models_docs::HookPhase::Post)
+        .await?;
     Ok(if is_table { rows.or(Some(0)) } else { None })
 }
 
@@ -1575,6 +1616,11 @@ async fn columns_of(session: &Session, sql: &str) -> Result<Vec<String>> {
 }
 
 impl ModelArgs {
+    /// Whether `--select` or `--selector` narrows the command (else it takes its default set).
+    pub(crate) fn selects(&self) -> bool {
+        !self.select.is_empty() || self.selector.is_some()
+    }
+
     /// The arguments and `--full-refresh` as recorded with the run.
     fn describe_with(&self, full_refresh: bool) -> String {
         let mut s = self.describe();

@@ -382,7 +382,7 @@ fn build_runs_tests_before_dependents_and_a_failure_skips_them() {
         "{out}"
     );
     assert!(
-        out.contains("1 of 11 OK created seed file analytics_raw.raw_customers"),
+        out.contains(" of 11 OK created seed file analytics_raw.raw_customers"),
         "{out}"
     );
     assert!(
@@ -791,5 +791,552 @@ fn run_results_record_failures_and_result_error_reruns_them() {
     assert_eq!(
         csv(&dir, "select count(*) as n from analytics.broken"),
         "n\n3\n"
+    );
+}
+
+fn read_json(path: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+#[test]
+fn docs_generate_writes_a_dbt_catalog_with_columns_types_and_stats() {
+    let (_tmp, dir) = project();
+    write_shop(&dir);
+    ok(&dir, &["seed"]);
+    ok(&dir, &["run"]);
+
+    let out = ok(&dir, &["docs", "generate"]);
+    assert!(out.contains("Building catalog"), "{out}");
+    assert!(out.contains("Catalog written to"), "{out}");
+    assert!(dir.join("target/manifest.json").is_file());
+    assert!(
+        dir.join("target/compiled/shop/models/marts/customer_totals.sql")
+            .is_file()
+    );
+    let catalog = read_json(&dir.join("target/catalog.json"));
+    assert_eq!(
+        catalog["metadata"]["dbt_schema_version"],
+        "https://schemas.getdbt.com/dbt/catalog/v1.json"
+    );
+    let manifest = read_json(&dir.join("target/manifest.json"));
+    assert_eq!(
+        catalog["metadata"]["invocation_id"],
+        manifest["metadata"]["invocation_id"]
+    );
+    let nodes = catalog["nodes"].as_object().unwrap();
+    let mut ids: Vec<&str> = nodes.keys().map(String::as_str).collect();
+    ids.sort();
+    // Built relations only: the ephemeral model has none.
+    assert_eq!(
+        ids,
+        vec![
+            "model.shop.customer_totals",
+            "model.shop.stg_customers",
+            "seed.shop.raw_customers",
+            "seed.shop.raw_orders",
+        ]
+    );
+    let totals = &nodes["model.shop.customer_totals"];
+    assert_eq!(totals["unique_id"], "model.shop.customer_totals");
+    assert_eq!(totals["metadata"]["type"], "BASE TABLE");
+    assert_eq!(totals["metadata"]["schema"], "analytics");
+    assert_eq!(totals["metadata"]["name"], "customer_totals");
+    assert_eq!(totals["stats"]["row_count"]["value"], 3);
+    assert_eq!(totals["stats"]["row_count"]["include"], true);
+    assert!(totals["stats"]["bytes"]["value"].as_u64().unwrap() > 0);
+    let cols = totals["columns"].as_object().unwrap();
+    let mut by_index: Vec<(u64, &str)> = cols
+        .values()
+        .map(|c| (c["index"].as_u64().unwrap(), c["name"].as_str().unwrap()))
+        .collect();
+    by_index.sort();
+    assert_eq!(
+        by_index,
+        vec![
+            (1, "customer_id"),
+            (2, "name"),
+            (3, "zip"),
+            (4, "orders"),
+            (5, "total")
+        ]
+    );
+    assert_eq!(cols["orders"]["type"], "BIGINT");
+    assert_eq!(cols["name"]["type"], "VARCHAR");
+    assert!(cols["name"]["comment"].is_null());
+
+    let view = &nodes["model.shop.stg_customers"];
+    assert_eq!(view["metadata"]["type"], "VIEW");
+    assert_eq!(view["stats"]["has_stats"]["value"], false);
+    assert!(view["stats"].get("row_count").is_none());
+    let seed = &nodes["seed.shop.raw_customers"];
+    assert_eq!(seed["metadata"]["schema"], "analytics_raw");
+    assert_eq!(seed["columns"]["id"]["type"], "INTEGER");
+    assert_eq!(seed["columns"]["zip"]["type"], "VARCHAR");
+    assert_eq!(seed["stats"]["row_count"]["value"], 3);
+    assert!(catalog["sources"].as_object().unwrap().is_empty());
+
+    let rr = read_json(&dir.join("target/run_results.json"));
+    assert_eq!(rr["args"]["which"], "generate");
+    assert_eq!(
+        rr["metadata"]["invocation_id"],
+        catalog["metadata"]["invocation_id"]
+    );
+    assert!(
+        rr["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["unique_id"] == "model.shop.customer_totals" && r["status"] == "success")
+    );
+
+    // Without compiling, the manifest keeps the raw code only.
+    std::fs::remove_dir_all(dir.join("target")).unwrap();
+    ok(&dir, &["docs", "generate", "--no-compile"]);
+    assert!(dir.join("target/catalog.json").is_file());
+    assert!(!dir.join("target/compiled").exists());
+}
+
+#[test]
+fn hooks_run_around_models_and_the_whole_run() {
+    let (_tmp, dir) = project();
+    write_shop(&dir);
+    std::fs::write(
+        dir.join("dbt_project.yml"),
+        "name: shop\nversion: \"1.0.0\"\nconfig-version: 2\nprofile: shop\n\
+         on-run-start:\n  - \"create table if not exists analytics.audit (event varchar, relation varchar)\"\n\
+         on-run-end: \"insert into analytics.audit values ('end', 'run')\"\n\
+         models:\n  shop:\n    +materialized: view\n    marts:\n      +materialized: table\n\
+         \x20     +post-hook: \"insert into analytics.audit select 'built', '{{ this }}'\"\n\
+         seeds:\n  shop:\n    +schema: raw\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("models/marts/customer_totals.sql"),
+        "{{ config(pre_hook=\"insert into analytics.audit values ('pre', '{{ this.identifier }}')\",\n\
+         post_hook=[\"insert into analytics.audit select 'rows', cast(count(*) as varchar) from {{ this }}\"]) }}\n\
+         select c.customer_id, c.name from {{ ref('stg_customers') }} c\n",
+    )
+    .unwrap();
+    ok(&dir, &["seed"]);
+    let out = ok(&dir, &["run"]);
+    assert!(
+        out.contains("Done. PASS=2 WARN=0 ERROR=0 SKIP=0 TOTAL=2"),
+        "{out}"
+    );
+    // Folder hooks come before the model's own (dbt appends hook lists); the pre-hook runs
+    // before the table exists, the post-hooks see its rows.
+    assert_eq!(
+        csv(
+            &dir,
+            "select event, relation from analytics.audit order by case event \
+             when 'pre' then 1 when 'built' then 2 when 'rows' then 3 else 4 end"
+        ),
+        "event,relation\npre,customer_totals\nbuilt,analytics.customer_totals\nrows,3\nend,run\n"
+    );
+    // A failing hook fails its model.
+    std::fs::write(
+        dir.join("models/marts/customer_totals.sql"),
+        "{{ config(post_hook='insert into analytics.no_such_table values (1)') }}\n\
+         select 1 as x\n",
+    )
+    .unwrap();
+    let o = strata(&dir, &["run", "--select", "customer_totals"]);
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(
+        out.contains("ERROR creating table model analytics.customer_totals"),
+        "{out}"
+    );
+    assert!(out.contains("post-hook 2"), "{out}");
+}
+
+/// A mart counting orders per customer, with two unit tests: one right, one wrong.
+fn write_unit_tests(dir: &Path) {
+    let files: &[(&str, &str)] = &[
+        (
+            "models/marts/customer_orders.sql",
+            "select c.customer_id, c.name, count(o.id) as orders\n\
+             from {{ ref('stg_customers') }} c\n\
+             left join {{ ref('raw_orders') }} o on o.customer_id = c.customer_id\n\
+             group by 1, 2\n",
+        ),
+        (
+            "models/marts/unit_tests.yml",
+            "unit_tests:\n\
+             \x20 - name: counts_orders\n    model: customer_orders\n    given:\n\
+             \x20     - input: ref('stg_customers')\n        rows:\n\
+             \x20         - {customer_id: 1, name: Ada}\n\
+             \x20         - {customer_id: 2, name: Bob}\n\
+             \x20     - input: ref('raw_orders')\n        rows:\n\
+             \x20         - {id: 1, customer_id: 1}\n\
+             \x20         - {id: 2, customer_id: 1}\n\
+             \x20   expect:\n      rows:\n\
+             \x20       - {customer_id: 2, orders: 0}\n\
+             \x20       - {customer_id: 1, orders: 2}\n\
+             \x20 - name: wrong_count\n    model: customer_orders\n    given:\n\
+             \x20     - input: ref('stg_customers')\n        format: csv\n\
+             \x20       rows: |\n          customer_id,name\n          1,Ada\n\
+             \x20     - input: ref('raw_orders')\n        rows: []\n\
+             \x20   expect:\n      rows:\n\
+             \x20       - {customer_id: 1, orders: 1}\n",
+        ),
+    ];
+    for (path, text) in files {
+        let p = dir.join(path);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+    }
+}
+
+#[test]
+fn unit_tests_compare_rows_and_a_failure_skips_the_model_in_build() {
+    let (_tmp, dir) = project();
+    write_shop(&dir);
+    write_unit_tests(&dir);
+    ok(&dir, &["seed"]);
+
+    let o = strata(&dir, &["test", "--select", "test_type:unit"]);
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}\n{}", stderr(&o));
+    assert!(out.contains("Found 2 test(s)"), "{out}");
+    assert!(
+        out.contains(" of 2 PASS customer_orders::counts_orders ....."),
+        "{out}"
+    );
+    assert!(
+        out.contains(" of 2 FAIL 2 customer_orders::wrong_count ....."),
+        "{out}"
+    );
+    assert!(
+        out.contains(
+            "Failure in unit_test wrong_count (models/marts/unit_tests.yml)\n  \
+             actual differs from expected:\n  \n  \
+             @@  | customer_id | orders\n  \
+             +++ | 1           | 0\n  \
+             --- | 1           | 1\n"
+        ),
+        "{out}"
+    );
+    assert!(
+        out.contains("Done. PASS=1 WARN=0 ERROR=1 SKIP=0 TOTAL=2"),
+        "{out}"
+    );
+    // Data tests are not unit tests.
+    let out = ok(&dir, &["test", "--select", "test_type:data"]);
+    assert!(out.contains("Found 0 test(s)"), "{out}");
+
+    // In `build`, unit tests run before their model; the failing one skips it. One thread
+    // keeps the completion order (and so the output order) deterministic.
+    let o = strata(&dir, &["build", "--threads", "1"]);
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}\n{}", stderr(&o));
+    let pass_at = out.find("PASS customer_orders::counts_orders").expect(&out);
+    let view_at = out
+        .find("OK created view model analytics.stg_customers")
+        .expect(&out);
+    let skip_at = out
+        .find("SKIP relation analytics.customer_orders")
+        .expect(&out);
+    assert!(view_at < pass_at && pass_at < skip_at, "{out}");
+    assert!(
+        out.contains("OK created table model analytics.customer_totals"),
+        "{out}"
+    );
+
+    // Without the wrong test, the model builds after its unit test.
+    let yml = dir.join("models/marts/unit_tests.yml");
+    let text = std::fs::read_to_string(&yml).unwrap();
+    let keep = &text[..text.find("  - name: wrong_count").unwrap()];
+    std::fs::write(&yml, keep).unwrap();
+    let out = ok(&dir, &["build", "--select", "customer_orders"]);
+    assert!(
+        out.contains("1 of 2 PASS customer_orders::counts_orders"),
+        "{out}"
+    );
+    assert!(
+        out.contains("2 of 2 OK created table model analytics.customer_orders"),
+        "{out}"
+    );
+}
+
+#[test]
+fn an_enforced_contract_mismatch_fails_the_model_and_keeps_the_table() {
+    let (_tmp, dir) = project();
+    write_shop(&dir);
+    std::fs::write(
+        dir.join("models/marts/contract.yml"),
+        "version: 2\nmodels:\n  - name: customer_totals\n    config:\n      contract: {enforced: true}\n\
+         \x20   columns:\n\
+         \x20     - {name: customer_id, data_type: integer}\n\
+         \x20     - {name: name, data_type: varchar}\n\
+         \x20     - {name: zip, data_type: varchar}\n\
+         \x20     - {name: orders, data_type: bigint}\n\
+         \x20     - {name: total, data_type: double}\n",
+    )
+    .unwrap();
+    ok(&dir, &["seed"]);
+    let out = ok(&dir, &["run"]);
+    assert!(
+        out.contains("OK created table model analytics.customer_totals"),
+        "{out}"
+    );
+
+    // The model now returns `orders` as text and drops `total`.
+    std::fs::write(
+        dir.join("models/marts/customer_totals.sql"),
+        "select c.customer_id, c.name, c.zip, cast(count(o.order_id) as varchar) as orders,\n\
+         max(o.ordered_on) as last_order\n\
+         from {{ ref('stg_customers') }} c\n\
+         left join {{ ref('stg_orders') }} o on o.customer_id = c.customer_id\n\
+         group by 1, 2, 3\n",
+    )
+    .unwrap();
+    let o = strata(&dir, &["run", "--select", "customer_totals"]);
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}\n{}", stderr(&o));
+    assert!(
+        out.contains("1 of 1 ERROR creating table model analytics.customer_totals"),
+        "{out}"
+    );
+    assert!(
+        out.contains("this model has an enforced contract that failed."),
+        "{out}"
+    );
+    assert!(
+        out.contains(
+            "  | column_name | definition_type | contract_type | mismatch_reason       |\n  \
+             | ----------- | --------------- | ------------- | --------------------- |\n  \
+             | orders      | VARCHAR         | BIGINT        | data type mismatch    |\n  \
+             | total       |                 | DOUBLE        | missing in definition |\n  \
+             | last_order  | DATE            |               | missing in contract   |\n"
+        ),
+        "{out}"
+    );
+    // The old table is untouched.
+    assert_eq!(
+        csv(
+            &dir,
+            "select orders, total from analytics.customer_totals where customer_id = 1"
+        ),
+        "orders,total\n2,19.75\n"
+    );
+}
+
+/// A fan-out project: one staging view, five independent tables on it, and a mart joining
+/// two of them.
+fn write_fan_out(dir: &Path) {
+    write_shop(dir);
+    for i in 1..=5 {
+        std::fs::write(
+            dir.join(format!("models/marts/part_{i}.sql")),
+            format!(
+                "select customer_id, name, {i} as part from {{{{ ref('stg_customers') }}}} where customer_id <= {i}\n"
+            ),
+        )
+        .unwrap();
+    }
+    std::fs::write(
+        dir.join("models/marts/joined.sql"),
+        "select a.customer_id, a.part + b.part as parts from {{ ref('part_2') }} a\n\
+         join {{ ref('part_3') }} b on a.customer_id = b.customer_id\n",
+    )
+    .unwrap();
+}
+
+#[test]
+fn threads_run_independent_models_concurrently_after_their_parents() {
+    let (_tmp, dir) = project();
+    write_fan_out(&dir);
+    ok(&dir, &["seed"]);
+
+    let out = ok(&dir, &["run", "--threads", "4"]);
+    assert!(
+        out.contains("Done. PASS=8 WARN=0 ERROR=0 SKIP=0 TOTAL=8"),
+        "{out}"
+    );
+    for i in 1..=8 {
+        assert!(out.contains(&format!("{i} of 8 OK created ")), "{out}");
+    }
+    let parallel = csv(
+        &dir,
+        "select customer_id, parts from analytics.joined order by customer_id",
+    );
+    assert_eq!(parallel, "customer_id,parts\n1,5\n2,5\n");
+    assert_eq!(
+        csv(&dir, "select count(*) as n from analytics.part_4"),
+        "n\n3\n"
+    );
+
+    // A child never starts before its parents completed.
+    let rr = read_json(&dir.join("target/run_results.json"));
+    ok(&dir, &["compile"]);
+    let manifest = read_json(&dir.join("target/manifest.json"));
+    let results = rr["results"].as_array().unwrap();
+    assert_eq!(results.len(), 8);
+    let timing = |id: &str, phase: usize, key: &str| -> String {
+        let r = results.iter().find(|r| r["unique_id"] == id).unwrap();
+        r["timing"][phase][key].as_str().unwrap().to_string()
+    };
+    let mut checked = 0;
+    for r in results {
+        let id = r["unique_id"].as_str().unwrap();
+        let started = timing(id, 1, "started_at");
+        for parent in manifest["parent_map"][id].as_array().unwrap() {
+            let parent = parent.as_str().unwrap();
+            if results.iter().any(|r| r["unique_id"] == parent) {
+                let parent_done = timing(parent, 1, "completed_at");
+                assert!(
+                    started >= parent_done,
+                    "{id} started at {started}, before {parent} completed at {parent_done}"
+                );
+                checked += 1;
+            }
+        }
+    }
+    // stg_customers → 5 parts and customer_totals; part_2 and part_3 → joined.
+    assert_eq!(checked, 8);
+
+    // One thread gives the same tables.
+    ok(&dir, &["run", "--threads", "1"]);
+    assert_eq!(
+        csv(
+            &dir,
+            "select customer_id, parts from analytics.joined order by customer_id"
+        ),
+        parallel
+    );
+    let o = strata(&dir, &["run", "--threads", "0"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+}
+
+#[test]
+fn fail_fast_skips_everything_not_yet_started() {
+    let (_tmp, dir) = project();
+    write_shop(&dir);
+    std::fs::write(
+        dir.join("models/marts/broken.sql"),
+        "select no_such_column from {{ ref('stg_customers') }}\n",
+    )
+    .unwrap();
+    ok(&dir, &["seed"]);
+
+    let o = strata(&dir, &["run", "--threads", "1", "--fail-fast"]);
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}\n{}", stderr(&o));
+    assert!(
+        out.contains("ERROR creating table model analytics.broken"),
+        "{out}"
+    );
+    assert!(
+        out.contains("SKIP relation analytics.customer_totals"),
+        "{out}"
+    );
+    assert!(
+        out.contains("Done. PASS=1 WARN=0 ERROR=1 SKIP=1 TOTAL=3"),
+        "{out}"
+    );
+    let rr = read_json(&dir.join("target/run_results.json"));
+    let skipped: Vec<&str> = rr["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["status"] == "skipped")
+        .map(|r| r["unique_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(skipped, vec!["model.shop.customer_totals"]);
+    let tables = ok(&dir, &["tables", "analytics"]);
+    assert!(!tables.contains("customer_totals"), "{tables}");
+
+    // Without it, the independent model still runs.
+    let o = strata(&dir, &["run", "--threads", "1"]);
+    let out = stdout(&o);
+    assert!(
+        out.contains("Done. PASS=2 WARN=0 ERROR=1 SKIP=0 TOTAL=3"),
+        "{out}"
+    );
+}
+
+#[test]
+fn source_freshness_passes_warns_and_errors_by_max_loaded_at() {
+    let (_tmp, dir) = project();
+    write_shop(&dir);
+    std::fs::write(
+        dir.join("models/sources.yml"),
+        "version: 2\nsources:\n  - name: shop\n    schema: raw\n    loaded_at_field: loaded_at\n\
+         \x20   freshness:\n      warn_after: {count: 1, period: hour}\n      error_after: {count: 1, period: day}\n\
+         \x20   tables:\n      - name: fresh\n      - name: aging\n      - name: stale\n\
+         \x20     - name: unchecked\n        freshness: null\n",
+    )
+    .unwrap();
+    ok(
+        &dir,
+        &[
+            "sql",
+            "create table raw.fresh as select now() as loaded_at; \
+             create table raw.aging as select now() - interval '3 hours' as loaded_at; \
+             create table raw.stale as select cast('2020-01-01 00:00:00' as timestamp) as loaded_at; \
+             create table raw.unchecked as select now() as loaded_at",
+        ],
+    );
+    let o = strata(&dir, &["source", "freshness"]);
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}\n{}", stderr(&o));
+    assert!(out.contains("Found 3 source(s)"), "{out}");
+    assert!(
+        out.contains("1 of 3 WARN freshness of shop.aging ......"),
+        "{out}"
+    );
+    assert!(
+        out.contains("2 of 3 PASS freshness of shop.fresh ......"),
+        "{out}"
+    );
+    assert!(
+        out.contains("3 of 3 ERROR STALE freshness of shop.stale ......"),
+        "{out}"
+    );
+    assert!(out.contains("[ERROR STALE in "), "{out}");
+    assert!(
+        out.contains("Failure in source shop.stale\n  Source shop.stale is stale: last loaded "),
+        "{out}"
+    );
+    assert!(
+        out.contains("Done. PASS=1 WARN=1 ERROR=1 SKIP=0 TOTAL=3"),
+        "{out}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("target/sources.json")).unwrap())
+            .unwrap();
+    let statuses: Vec<(&str, &str)> = json["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["unique_id"].as_str().unwrap(),
+                r["status"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        statuses,
+        [
+            ("source.shop.shop.aging", "warn"),
+            ("source.shop.shop.fresh", "pass"),
+            ("source.shop.shop.stale", "error"),
+        ]
+    );
+    assert_eq!(
+        json["results"][1]["criteria"]["error_after"],
+        serde_json::json!({"count": 1, "period": "day"})
+    );
+
+    // Selecting only the fresh table passes.
+    let out = ok(
+        &dir,
+        &["source", "freshness", "--select", "source:shop.fresh"],
+    );
+    assert!(
+        out.contains("Done. PASS=1 WARN=0 ERROR=0 SKIP=0 TOTAL=1"),
+        "{out}"
     );
 }
