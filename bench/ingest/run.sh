@@ -1,13 +1,23 @@
 #!/usr/bin/env bash
 # Ingestion benchmark: Strata's batch extraction of a database table into the lake against
-# peer tools (ConnectorX, Polars, dlt, DuckDB) on the same generated table, in one run.
-# Prints a table and ratios; never fails on a number. See bench/README.md ("Ingestion").
+# peer tools (ConnectorX, ADBC, Polars, dlt, DuckDB, Sling) and PostgreSQL's binary COPY
+# ceiling on the same tables, in one run. Prints a table and ratios; never fails on a number.
+# See bench/README.md ("Ingestion").
 #
 #   bench/ingest/run.sh                    # 5 M rows in PostgreSQL (+ 1 M in MariaDB)
 #   ROWS=200000 MYSQL_ROWS=0 bench/ingest/run.sh   # quick check
+#   TABLES=lineitem MYSQL_ROWS=0 bench/ingest/run.sh   # TPC-H SF1 lineitem (6.0 M rows)
+#   TABLES=orders,lineitem,wide bench/ingest/run.sh
 #
 # Environment:
-#   ROWS         rows of the PostgreSQL table (default 5000000)
+#   TABLES       PostgreSQL datasets, comma list (default orders):
+#                  orders    bench_ingest.orders, ROWS rows generated server-side
+#                  lineitem  TPC-H lineitem at SF1 (6,001,215 rows): Parquet from tpchgen-cli
+#                            (reused from bench/warehouse's ~/.cache/strata-bench/tpch-sf1 if
+#                            there, else generated for lineitem alone), loaded with COPY
+#                  wide      bench_ingest.wide, WIDE_ROWS rows x 30 columns, 22 of them text
+#   ROWS         rows of the PostgreSQL orders table (default 5000000)
+#   WIDE_ROWS    rows of the wide table (default 1000000)
 #   MYSQL_ROWS   rows of the MariaDB/MySQL table; 0 skips MySQL (default 1000000)
 #   PG_URL       default postgres://postgres@127.0.0.1:5432/test
 #   MYSQL_URL    default mysql://root@127.0.0.1:3306/test
@@ -18,17 +28,21 @@
 #   RESULTS      where JSON and report.md go (default ~/.cache/strata-bench/results/ingest-DATE)
 #
 # Tools: strata (parallel_reads: auto), strata-1 (one connection), strata-2, strata-4,
-# connectorx (one connection), connectorx-4 (4 range partitions), polars, dlt (Delta),
-# dlt-parquet, duckdb (postgres_scanner).
+# connectorx (one connection), connectorx-4 (4 range partitions), adbc, polars, dlt (pyarrow
+# backend, Delta), dlt-parquet, dlt-cx (connectorx backend, Delta), dlt-cx-parquet, duckdb
+# (postgres_scanner), sling, copy-binary (the ceiling: psql's binary COPY into /dev/null).
+# A peer that cannot be installed or run is reported as skipped or failed; the run goes on.
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(cd "$HERE/../.." && pwd)"
 ROWS="${ROWS:-5000000}"
+WIDE_ROWS="${WIDE_ROWS:-1000000}"
+TABLES="${TABLES:-orders}"
 MYSQL_ROWS="${MYSQL_ROWS:-1000000}"
 PG_URL="${PG_URL:-postgres://postgres@127.0.0.1:5432/test}"
 MYSQL_URL="${MYSQL_URL:-mysql://root@127.0.0.1:3306/test}"
-TOOLS="${TOOLS:-strata,strata-1,connectorx,connectorx-4,polars,dlt,duckdb}"
+TOOLS="${TOOLS:-copy-binary,strata,strata-1,connectorx,connectorx-4,adbc,polars,dlt,dlt-cx,duckdb,sling}"
 MYSQL_TOOLS="${MYSQL_TOOLS:-strata,connectorx,dlt}"
 RUNS="${RUNS:-1}"
 CACHE="${STRATA_BENCH_CACHE:-$HOME/.cache/strata-bench}"
@@ -70,6 +84,38 @@ if [[ ! -f "$DUCKDB_DIR/.complete" ]]; then
 fi
 DUCKDB_PATH=""
 [[ -f "$DUCKDB_DIR/.complete" ]] && DUCKDB_PATH="$DUCKDB_DIR"
+# Optional peers: ADBC's PostgreSQL driver and Sling's binary (the PyPI package that ships it;
+# the `sling` wrapper package would download a binary at first run). A failed install only
+# skips that peer.
+if ! "$PY" -c "import adbc_driver_postgresql.dbapi" 2>/dev/null; then
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check adbc-driver-postgresql \
+    || echo "adbc-driver-postgresql could not be installed; the adbc run is skipped" >&2
+fi
+if ! "$PY" -c "import sling_linux_amd64" 2>/dev/null; then
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check sling-linux-amd64 \
+    || echo "sling-linux-amd64 could not be installed; the sling run is skipped" >&2
+fi
+
+# --- TPC-H lineitem Parquet (only when TABLES has lineitem) ---------------------------------------
+LINEITEM_PARQUET=""
+if [[ ",$TABLES," == *",lineitem,"* ]]; then
+  for f in "$CACHE/tpch-sf1/lineitem.parquet" "$CACHE/tpch-lineitem-sf1/lineitem.parquet"; do
+    if [[ -f "$f" && -f "$(dirname "$f")/.complete" ]]; then LINEITEM_PARQUET="$f"; break; fi
+  done
+  if [[ -z "$LINEITEM_PARQUET" ]]; then
+    log "Generating TPC-H SF1 lineitem Parquet into $CACHE/tpch-lineitem-sf1"
+    if [[ -x "$VENV/bin/tpchgen-cli" ]] || "$VENV/bin/pip" install --quiet --disable-pip-version-check "tpchgen-cli==4.0.0"; then
+      rm -rf "$CACHE/tpch-lineitem-sf1" "$CACHE/tpch-lineitem-sf1.tmp"
+      if "$VENV/bin/tpchgen-cli" parquet --scale-factor 1 --tables lineitem \
+        --output-dir "$CACHE/tpch-lineitem-sf1.tmp" --quiet; then
+        mv "$CACHE/tpch-lineitem-sf1.tmp" "$CACHE/tpch-lineitem-sf1"
+        touch "$CACHE/tpch-lineitem-sf1/.complete"
+        LINEITEM_PARQUET="$CACHE/tpch-lineitem-sf1/lineitem.parquet"
+      fi
+    fi
+    [[ -n "$LINEITEM_PARQUET" ]] || echo "no TPC-H lineitem Parquet (tpchgen-cli failed); lineitem is skipped" >&2
+  fi
+fi
 
 # --- Strata binary --------------------------------------------------------------------------------
 if [[ -n "${STRATA_BIN:-}" ]]; then
@@ -86,14 +132,24 @@ fi
 "$PY" "$HERE/ingest_bench.py" machine --bin "$BIN" --duckdb-path "$DUCKDB_PATH" --out "$RESULTS/machine.json"
 
 # --- PostgreSQL -----------------------------------------------------------------------------------
-log "PostgreSQL: $ROWS rows in bench_ingest.orders"
-if "$PY" "$HERE/ingest_bench.py" gen --pg "$PG_URL" --rows "$ROWS" --out "$RESULTS/postgres-table.json"; then
-  "$PY" "$HERE/ingest_bench.py" run --bin "$BIN" --db postgres --uri "$PG_URL" --tools "$TOOLS" \
-    --expected "$RESULTS/postgres-table.json" --work "$WORK" --rounds "$RUNS" \
-    --duckdb-path "$DUCKDB_PATH" --out "$RESULTS/postgres.json" || echo "PostgreSQL runs failed (continuing)" >&2
-else
-  echo "PostgreSQL is not reachable at $PG_URL; skipped" >&2
-fi
+for DS in ${TABLES//,/ }; do
+  case "$DS" in
+    orders) GEN=(--rows "$ROWS"); OUT=postgres ;;  # postgres.json, as before datasets existed
+    wide) GEN=(--dataset wide --rows "$WIDE_ROWS"); OUT="postgres-wide" ;;
+    lineitem)
+      if [[ -z "$LINEITEM_PARQUET" ]]; then echo "lineitem skipped: no Parquet" >&2; continue; fi
+      GEN=(--dataset lineitem --parquet "$LINEITEM_PARQUET"); OUT="postgres-lineitem" ;;
+    *) echo "unknown dataset $DS in TABLES (orders, lineitem, wide); skipped" >&2; continue ;;
+  esac
+  log "PostgreSQL: dataset $DS"
+  if "$PY" "$HERE/ingest_bench.py" gen --pg "$PG_URL" "${GEN[@]}" --out "$RESULTS/$OUT-table.json"; then
+    "$PY" "$HERE/ingest_bench.py" run --bin "$BIN" --db postgres --uri "$PG_URL" --tools "$TOOLS" \
+      --expected "$RESULTS/$OUT-table.json" --work "$WORK" --rounds "$RUNS" \
+      --duckdb-path "$DUCKDB_PATH" --out "$RESULTS/$OUT.json" || echo "PostgreSQL runs failed (continuing)" >&2
+  else
+    echo "PostgreSQL dataset $DS could not be prepared at $PG_URL; skipped" >&2
+  fi
+done
 
 # --- MariaDB / MySQL -----------------------------------------------------------------------------
 if ((MYSQL_ROWS > 0)); then
