@@ -380,25 +380,68 @@ impl Lake {
             return Err(Error::NoSuchVersion {
                 table: t.clone(),
                 what: version.to_string(),
-                oldest: 0,
+                oldest: self.oldest_version(t).await.unwrap_or(0),
                 latest,
             });
         }
-        table.load_version(version).await.map_err(|e| match e {
-            DeltaTableError::InvalidVersion(_) | DeltaTableError::NotATable(_) => {
-                Error::NoSuchVersion {
-                    table: t.clone(),
-                    what: version.to_string(),
-                    oldest: 0,
-                    latest,
+        match table.load_version(version).await {
+            Ok(()) => Ok(table),
+            Err(e) => {
+                let oldest = self.oldest_version(t).await.unwrap_or(0);
+                if version < oldest
+                    || matches!(
+                        e,
+                        DeltaTableError::InvalidVersion(_) | DeltaTableError::NotATable(_)
+                    )
+                {
+                    Err(Error::NoSuchVersion {
+                        table: t.clone(),
+                        what: version.to_string(),
+                        oldest,
+                        latest,
+                    })
+                } else {
+                    Err(Error::Delta {
+                        context: format!("loading version {version} of `{t}`"),
+                        source: Box::new(e),
+                    })
                 }
             }
-            e => Error::Delta {
-                context: format!("loading version {version} of `{t}`"),
-                source: Box::new(e),
-            },
-        })?;
-        Ok(table)
+        }
+    }
+
+    /// The oldest version time travel can reach: 0 while the whole log is kept, else the
+    /// oldest checkpoint (commits before it were cleaned up, and the ones after it alone
+    /// cannot rebuild a version without it).
+    async fn oldest_version(&self, t: &TableName) -> Result<u64> {
+        let listing: Vec<_> = self
+            .store
+            .list(Some(&log_dir(t)))
+            .try_collect()
+            .await
+            .map_err(Error::store(format!("listing the log of `{t}`")))?;
+        let names: Vec<&str> = listing
+            .iter()
+            .filter_map(|m| m.location.filename())
+            .collect();
+        let version_of = |suffix: &str| -> Vec<u64> {
+            names
+                .iter()
+                .filter_map(|n| n.split_once('.'))
+                .filter(|(_, rest)| rest.starts_with(suffix))
+                .filter_map(|(v, _)| v.parse().ok())
+                .collect()
+        };
+        let commits = version_of("json");
+        if commits.contains(&0) {
+            return Ok(0);
+        }
+        let checkpoints = version_of("checkpoint");
+        Ok(checkpoints
+            .into_iter()
+            .min()
+            .or_else(|| commits.into_iter().min())
+            .unwrap_or(0))
     }
 
     /// Opens a table as it was at `ts`: the latest version committed at or before it.

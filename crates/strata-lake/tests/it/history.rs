@@ -209,3 +209,47 @@ both_backends!(
     time_travel_by_version,
     time_travel_by_timestamp,
 );
+
+/// After old commits leave the log (a checkpoint, then log cleanup), the error names the
+/// versions time travel can still reach: from the oldest checkpoint on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn time_travel_past_a_cleaned_log_names_the_oldest_version() -> TestResult {
+    let ctx = Ctx::local().await?;
+    let lake = &ctx.lake;
+    let t = tn("raw.people");
+    five_versions(lake, &t).await?;
+    let table = lake.open_table(&t).await?;
+    strata_lake::deltalake::checkpoints::create_checkpoint(&table, None).await?;
+    let log = ctx
+        .root()
+        .to_file_path()
+        .map_err(|()| "local lake")?
+        .join("raw/people/_delta_log");
+    for v in 0..3 {
+        std::fs::remove_file(log.join(format!("{v:020}.json")))?;
+    }
+    let err = lake
+        .open_table_version(&t, 1)
+        .await
+        .expect_err("version 1 is gone");
+    assert_eq!(
+        err.to_string(),
+        "`raw.people` has no version 1; its history holds versions 4 to 4"
+    );
+    // Version 3's commit is still there, but nothing before it: it cannot be rebuilt.
+    let err = lake
+        .open_table_version(&t, 3)
+        .await
+        .expect_err("version 3 is gone");
+    assert!(
+        matches!(err, Error::NoSuchVersion { oldest: 4, .. }),
+        "{err:?}"
+    );
+    assert_eq!(
+        query(&lake.open_table_version(&t, 4).await?, ALL)
+            .await?
+            .len(),
+        1
+    );
+    Ok(())
+}
