@@ -46,13 +46,15 @@ pub enum Error {
     },
     /// Vacuum asked for a retention shorter than allowed.
     #[error(
-        "vacuum retention of {requested_hours} h is shorter than the table's minimum of {minimum_hours} h: files still needed for time travel or by running readers could be deleted. Pass a longer retention, or `--force` if you are sure no reader needs them"
+        "vacuum retention of {} is shorter than the table's minimum of {}: files still needed for time travel or by running readers could be deleted. Pass a longer retention, or `--force` if you are sure no reader needs them",
+        human_duration(*requested),
+        human_duration(*minimum)
     )]
     RetentionTooShort {
         /// What was asked.
-        requested_hours: u64,
+        requested: std::time::Duration,
         /// The guard.
-        minimum_hours: u64,
+        minimum: std::time::Duration,
     },
     /// The lake location is not usable.
     #[error("lake at {url}: {message}")]
@@ -149,3 +151,38 @@ impl Classify for Error {
 
 /// Result type of this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// `168 h`, `1 h 30 min`, `45 min`, `20 s`: exact, in the largest units that fit.
+pub(crate) fn human_duration(d: std::time::Duration) -> String {
+    let secs = d.as_secs();
+    let (h, m, s) = (secs / 3600, secs % 3600 / 60, secs % 60);
+    let mut parts = Vec::new();
+    if h > 0 {
+        parts.push(format!("{h} h"));
+    }
+    if m > 0 {
+        parts.push(format!("{m} min"));
+    }
+    if s > 0 || parts.is_empty() {
+        parts.push(format!("{s} s"));
+    }
+    parts.join(" ")
+}
+
+#[cfg(test)]
+mod duration_tests {
+    #[test]
+    fn durations_read_exactly() {
+        use std::time::Duration;
+        assert_eq!(
+            super::human_duration(Duration::from_secs(168 * 3600)),
+            "168 h"
+        );
+        assert_eq!(
+            super::human_duration(Duration::from_secs(5400)),
+            "1 h 30 min"
+        );
+        assert_eq!(super::human_duration(Duration::from_secs(2700)), "45 min");
+        assert_eq!(super::human_duration(Duration::ZERO), "0 s");
+    }
+}

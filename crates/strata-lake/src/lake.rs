@@ -1144,8 +1144,8 @@ impl Lake {
         let retention = retention.unwrap_or(minimum);
         if retention < minimum && !force {
             return Err(Error::RetentionTooShort {
-                requested_hours: retention.as_secs() / 3600,
-                minimum_hours: minimum.as_secs() / 3600,
+                requested: retention,
+                minimum,
             });
         }
         let (_, m) = table
