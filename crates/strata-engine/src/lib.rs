@@ -31,6 +31,7 @@ mod dialect;
 mod dml;
 mod engine;
 mod error;
+pub mod lineage;
 mod provider;
 mod time_travel;
 mod views;

@@ -1,6 +1,7 @@
 //! `strata`: the command-line front of the whole platform.
 
 mod demo;
+mod lineage_cmd;
 mod models_checks;
 mod models_cmd;
 mod models_docs;
@@ -234,6 +235,17 @@ Examples:
         /// What to print for each node.
         #[arg(long, short = 'o', value_enum, default_value = "selector")]
         output: models_cmd::LsOutput,
+    },
+    /// Column-level lineage of a model (or one column): upstream columns and how each is
+    /// used (copied, transformed, aggregated, filtered-by), and downstream model columns.
+    #[command(
+        after_help = "Examples:\n  strata lineage customers\n  strata lineage customers.lifetime_value --json"
+    )]
+    Lineage {
+        /// `<model>` or `<model>.<column>`.
+        target: String,
+        #[command(flatten)]
+        args: models_cmd::ModelArgs,
     },
     /// Recent command runs recorded in the metadata store.
     Runs {
@@ -504,6 +516,10 @@ async fn run(cli: Cli, redactor: strata_types::Redactor) -> Result<()> {
             resource_type,
             output,
         } => models_cmd::ls(cli.project.as_deref(), args, resource_type, *output),
+        Command::Lineage { target, args } => {
+            let ctx = Ctx::load(&cli, &redactor).await?;
+            lineage_cmd::lineage(&ctx, cli.project.as_deref(), args, target).await
+        }
         Command::Demo {
             dir,
             scale,

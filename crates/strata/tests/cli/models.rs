@@ -1340,3 +1340,47 @@ fn source_freshness_passes_warns_and_errors_by_max_loaded_at() {
         "{out}"
     );
 }
+
+#[test]
+fn lineage_traces_model_columns_upstream_and_downstream() {
+    let (_tmp, dir) = project();
+    write_shop(&dir);
+    ok(&dir, &["seed"]);
+    ok(&dir, &["run"]);
+
+    let out = ok(&dir, &["lineage", "customer_totals"]);
+    for line in [
+        "customer_totals.customer_id\n  ← stg_customers.customer_id (copied)\n    ← raw_customers.id (copied)\n",
+        "customer_totals.orders\n  ← raw_orders.id (aggregated)\n",
+        "customer_totals.total\n  ← raw_orders.amount (aggregated)\n",
+        "filtered by:\n  raw_orders.customer_id\n  stg_customers.customer_id\n",
+    ] {
+        assert!(out.contains(line), "missing {line:?} in:\n{out}");
+    }
+
+    let out = ok(&dir, &["lineage", "stg_customers.name"]);
+    assert!(
+        out.contains("stg_customers.name\n  ← raw_customers.name (copied)\n  used by:\n    → customer_totals.name (copied)\n"),
+        "{out}"
+    );
+
+    let json: serde_json::Value =
+        serde_json::from_str(&ok(&dir, &["--json", "lineage", "customer_totals.total"])).unwrap();
+    assert_eq!(json["model"], "customer_totals");
+    assert_eq!(
+        json["columns"],
+        serde_json::json!([{
+            "column": "total",
+            "upstream": [{"node": "raw_orders", "column": "amount", "kind": "aggregated"}],
+            "downstream": [],
+        }])
+    );
+
+    let o = strata(&dir, &["lineage", "customer_totals.nope"]);
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    assert!(
+        err.contains("model `customer_totals` has no column `nope`"),
+        "{err}"
+    );
+}
