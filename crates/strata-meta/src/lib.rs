@@ -53,5 +53,7 @@ mod sql;
 mod store;
 
 pub use error::{Error, Result};
-pub use run::{NewRun, RunFilter, RunId, RunOutcome, RunRecord, RunStatus, SchemaChange};
+pub use run::{
+    NewRun, NodeResult, RunFilter, RunId, RunOutcome, RunRecord, RunStatus, SchemaChange,
+};
 pub use store::MetaStore;

@@ -282,3 +282,20 @@ pub struct SchemaChange {
     /// `quarantined`, `retyped to text`.
     pub action: String,
 }
+
+/// How one node (model, test, seed, snapshot) of a modeling run ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeResult {
+    /// dbt's unique id, e.g. `model.shop.orders`.
+    pub unique_id: String,
+    /// `success`, `error`, `skipped`, `pass`, `warn` or `fail`.
+    pub status: String,
+    /// Rows written, when the node writes rows.
+    pub rows: Option<i64>,
+    /// Failing rows, for tests.
+    pub failures: Option<i64>,
+    /// How long the node took.
+    pub execution_ms: i64,
+    /// The error or test message, if any.
+    pub message: Option<String>,
+}

@@ -26,6 +26,9 @@ pub(crate) struct Statements {
     pub(crate) insert_schema_change: &'static str,
     /// `$1` source or NULL, `$2` limit.
     pub(crate) list_schema_changes: &'static str,
+    pub(crate) insert_node_result: &'static str,
+    /// Node results of run `$1`, in order.
+    pub(crate) list_node_results: &'static str,
 }
 
 /// The columns [`crate::store`] maps to a `RunRecord`, with the id expression first.
@@ -77,6 +80,18 @@ macro_rules! statements {
             list_schema_changes: "SELECT at, run_id, source, stream, table_name, column_name, \
                  change, from_type, to_type, action FROM schema_changes \
                  WHERE ($1 IS NULL OR source = $1) ORDER BY at DESC, id DESC LIMIT $2",
+            insert_node_result: concat!(
+                "INSERT INTO node_results (run_id, position, unique_id, status, row_count, \
+                 failures, execution_ms, message) VALUES (",
+                $id_param,
+                ", $2, $3, $4, $5, $6, $7, $8)"
+            ),
+            list_node_results: concat!(
+                "SELECT unique_id, status, row_count, failures, execution_ms, message \
+                 FROM node_results WHERE run_id = ",
+                $id_param,
+                " ORDER BY position"
+            ),
         }
     };
 }

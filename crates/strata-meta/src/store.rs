@@ -14,7 +14,8 @@ use crate::error;
 use crate::migrations;
 use crate::sql::{self, Timestamp};
 use crate::{
-    Error, NewRun, Result, RunFilter, RunId, RunOutcome, RunRecord, RunStatus, SchemaChange,
+    Error, NewRun, NodeResult, Result, RunFilter, RunId, RunOutcome, RunRecord, RunStatus,
+    SchemaChange,
 };
 
 /// How long a SQLite statement waits for another connection's write lock.
@@ -283,6 +284,51 @@ impl MetaStore {
                 })
                 .collect::<std::result::Result<Vec<_>, sqlx::Error>>()
                 .map_err(Error::query("schema_changes"))
+        })
+    }
+
+    /// Records how each node of run `run` ended, in order.
+    pub async fn record_node_results(&self, run: &RunId, results: &[NodeResult]) -> Result<()> {
+        for (position, r) in results.iter().enumerate() {
+            on_backend!(self, |pool, sql| {
+                sqlx::query(sql.insert_node_result)
+                    .bind(run.to_string())
+                    .bind(position as i64)
+                    .bind(&r.unique_id)
+                    .bind(&r.status)
+                    .bind(r.rows)
+                    .bind(r.failures)
+                    .bind(r.execution_ms)
+                    .bind(&r.message)
+                    .execute(pool)
+                    .await
+                    .map_err(Error::query("record_node_results"))?;
+            });
+        }
+        Ok(())
+    }
+
+    /// The node results of run `run`, in the order they ended.
+    pub async fn node_results(&self, run: &RunId) -> Result<Vec<NodeResult>> {
+        on_backend!(self, |pool, sql| {
+            sqlx::query(sql.list_node_results)
+                .bind(run.to_string())
+                .fetch_all(pool)
+                .await
+                .map_err(Error::query("node_results"))?
+                .iter()
+                .map(|row| {
+                    Ok(NodeResult {
+                        unique_id: row.try_get("unique_id")?,
+                        status: row.try_get("status")?,
+                        rows: row.try_get("row_count")?,
+                        failures: row.try_get("failures")?,
+                        execution_ms: row.try_get("execution_ms")?,
+                        message: row.try_get("message")?,
+                    })
+                })
+                .collect::<std::result::Result<Vec<_>, sqlx::Error>>()
+                .map_err(Error::query("node_results"))
         })
     }
 

@@ -373,6 +373,8 @@ pub(crate) struct Ctx {
     pub(crate) meta: Option<MetaStore>,
     pub(crate) quiet: bool,
     pub(crate) json: bool,
+    /// How each node of the running modeling command ended, recorded with its run.
+    pub(crate) node_results: std::sync::Mutex<Vec<strata_meta::NodeResult>>,
 }
 
 impl Ctx {
@@ -420,6 +422,7 @@ impl Ctx {
             meta,
             quiet,
             json,
+            node_results: std::sync::Mutex::new(Vec::new()),
         })
     }
 
@@ -442,6 +445,13 @@ impl Ctx {
             None => None,
         };
         let result = f().await;
+        let nodes =
+            std::mem::take(&mut *self.node_results.lock().unwrap_or_else(|p| p.into_inner()));
+        if let (Some(m), Some(id), false) = (&self.meta, run, nodes.is_empty())
+            && let Err(e) = m.record_node_results(&id, &nodes).await
+        {
+            tracing::warn!(error = %e, "Could not record the run's node results.");
+        }
         if let (Some(m), Some(id)) = (&self.meta, run) {
             let outcome = match &result {
                 Ok(rows) => RunOutcome::success(*rows),

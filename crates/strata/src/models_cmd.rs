@@ -279,6 +279,25 @@ struct Report {
     run_results: Option<RunResultsTarget>,
 }
 
+/// A `run_results.json` entry as the metadata store keeps it.
+fn node_result(r: &serde_json::Value) -> strata_meta::NodeResult {
+    let text = |k: &str| r.get(k).and_then(|v| v.as_str()).map(str::to_string);
+    strata_meta::NodeResult {
+        unique_id: text("unique_id").unwrap_or_default(),
+        status: text("status").unwrap_or_default(),
+        rows: r
+            .get("adapter_response")
+            .and_then(|a| a.get("rows_affected"))
+            .and_then(|v| v.as_i64()),
+        failures: r.get("failures").and_then(|v| v.as_i64()),
+        execution_ms: r
+            .get("execution_time")
+            .and_then(|v| v.as_f64())
+            .map_or(0, |s| (s * 1000.0).round() as i64),
+        message: text("message"),
+    }
+}
+
 /// Where and for which invocation `run_results.json` is written.
 struct RunResultsTarget {
     path: PathBuf,
@@ -520,8 +539,12 @@ impl Report {
 
     /// Prints the failures, warnings and the `Done. PASS=…` line; an error when anything
     /// failed.
-    fn finish(&self, noun: &str) -> Result<Option<i64>> {
+    fn finish(&self, ctx: &Ctx, noun: &str) -> Result<Option<i64>> {
         self.write_run_results()?;
+        ctx.node_results
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend(self.results.iter().map(node_result));
         let errors = self.failures.len();
         let warnings = self.warnings.len();
         if !self.quiet {
@@ -612,7 +635,7 @@ pub(crate) async fn seed(ctx: &Ctx, project: Option<&Path>, args: &ModelArgs) ->
             };
             report.record("seed file", n, &outcome, start.elapsed());
         }
-        report.finish("seed")
+        report.finish(ctx, "seed")
     })
     .await
 }
@@ -946,7 +969,7 @@ impl<'a> Execution<'a> {
         for line in manifest.renderer.take_logs() {
             eprintln!("{line}");
         }
-        report.finish(self.noun)
+        report.finish(ctx, self.noun)
     }
 }
 

@@ -1,10 +1,13 @@
 //! The schema-change log that ingestion writes and `strata sources history` reads.
 
-use strata_meta::{RunId, SchemaChange};
+use strata_meta::{NewRun, NodeResult, RunId, SchemaChange};
 
 use crate::support::{TestDb, backend_tests};
 
-backend_tests!(schema_changes_are_logged_newest_first);
+backend_tests!(
+    schema_changes_are_logged_newest_first,
+    node_results_are_kept_in_order
+);
 
 fn change(source: &str, column: &str, change: &str, action: &str) -> SchemaChange {
     SchemaChange {
@@ -41,5 +44,39 @@ async fn schema_changes_are_logged_newest_first(db: &TestDb) {
     let shop = store.schema_changes(Some("shop"), 1).await.unwrap();
     assert_eq!(shop.len(), 1);
     assert_eq!(shop[0].1, later[0]);
+    store.close().await;
+}
+
+async fn node_results_are_kept_in_order(db: &TestDb) {
+    let store = db.connect().await;
+    let run = store
+        .start_run(NewRun {
+            command: "build".into(),
+            args: String::new(),
+            principal: "ana".into(),
+            environment: None,
+        })
+        .await
+        .unwrap();
+    let results = vec![
+        NodeResult {
+            unique_id: "model.shop.orders".into(),
+            status: "success".into(),
+            rows: Some(42),
+            failures: None,
+            execution_ms: 120,
+            message: Some("CREATE TABLE 42".into()),
+        },
+        NodeResult {
+            unique_id: "test.shop.not_null_orders_id".into(),
+            status: "fail".into(),
+            rows: None,
+            failures: Some(3),
+            execution_ms: 8,
+            message: Some("Got 3 results, configured to fail if != 0".into()),
+        },
+    ];
+    store.record_node_results(&run, &results).await.unwrap();
+    assert_eq!(store.node_results(&run).await.unwrap(), results);
     store.close().await;
 }

@@ -198,6 +198,24 @@ fn a_failed_model_skips_its_dependents_and_the_run_continues() {
         "{}",
         stderr(&o)
     );
+    // Each node's outcome is recorded with the run in the metadata store.
+    let db = dir.join(".strata/strata.db");
+    let o = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); print('\\n'.join(f'{u} {s}' for u,s in c.execute(\"select unique_id, status from node_results where run_id = (select id from runs where command = 'run' order by started_at desc limit 1) order by unique_id\")))",
+            db.to_str().unwrap(),
+        ])
+        .output()
+        .expect("python3 runs");
+    let recorded = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(
+        recorded.contains("model.shop.broken error")
+            && recorded.contains("model.shop.customer_totals success")
+            && recorded.lines().count() == 4,
+        "{recorded}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     // Nothing was created for the failed model or its dependent; the rest is queryable.
     let tables = ok(&dir, &["tables", "analytics"]);
     assert!(!tables.contains("broken"), "{tables}");
