@@ -727,39 +727,17 @@ impl Builder {
         };
         let text =
             || std::str::from_utf8(&bytes).map_err(|_| "text is not valid UTF-8".to_string());
-        let parse_err = |t: &str| format!("cannot read `{t}`");
+        fn number<T: std::str::FromStr>(t: &str) -> std::result::Result<T, String> {
+            t.parse().map_err(|_| format!("cannot read `{t}`"))
+        }
         match self {
             Builder::Bool(b) => b.append_value(text()? != "0"),
-            Builder::I8(b) => b.append_value(
-                text()?
-                    .parse()
-                    .map_err(|_| parse_err(text().unwrap_or("")))?,
-            ),
-            Builder::I16(b) => b.append_value(
-                text()?
-                    .parse()
-                    .map_err(|_| parse_err(text().unwrap_or("")))?,
-            ),
-            Builder::I32(b) => b.append_value(
-                text()?
-                    .parse()
-                    .map_err(|_| parse_err(text().unwrap_or("")))?,
-            ),
-            Builder::I64(b) => b.append_value(
-                text()?
-                    .parse()
-                    .map_err(|_| parse_err(text().unwrap_or("")))?,
-            ),
-            Builder::F32(b) => b.append_value(
-                text()?
-                    .parse()
-                    .map_err(|_| parse_err(text().unwrap_or("")))?,
-            ),
-            Builder::F64(b) => b.append_value(
-                text()?
-                    .parse()
-                    .map_err(|_| parse_err(text().unwrap_or("")))?,
-            ),
+            Builder::I8(b) => b.append_value(number(text()?)?),
+            Builder::I16(b) => b.append_value(number(text()?)?),
+            Builder::I32(b) => b.append_value(number(text()?)?),
+            Builder::I64(b) => b.append_value(number(text()?)?),
+            Builder::F32(b) => b.append_value(number(text()?)?),
+            Builder::F64(b) => b.append_value(number(text()?)?),
             Builder::Dec(b, scale) => b.append_value(parse_decimal(text()?, *scale)?),
             Builder::Text(b) => b.append_value(text()?),
             Builder::Bin(b) => b.append_value(&bytes),

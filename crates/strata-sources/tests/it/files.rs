@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use strata_lake::{Lake, TableName, WriteMode, WriteOptions};
 use strata_project::{Redactor, load_source};
-use strata_sources::ingest::{IngestOptions, Progress, StreamReport, run_stream};
+use strata_sources::ingest::{IngestOptions, StreamReport};
 
 use crate::rows;
 
@@ -22,12 +22,7 @@ impl Project {
         let root = tmp.path().to_path_buf();
         std::fs::create_dir_all(root.join("sources")).unwrap();
         std::fs::create_dir_all(root.join("landing")).unwrap();
-        let lake = Lake::open(
-            &url::Url::from_directory_path(root.join("lake")).unwrap(),
-            Default::default(),
-        )
-        .await
-        .unwrap();
+        let lake = crate::lake_in(&root).await;
         Self {
             _tmp: tmp,
             root,
@@ -50,23 +45,9 @@ impl Project {
         let p = self.root.join("sources/drops.yml");
         std::fs::write(&p, yml).unwrap();
         let def = load_source(&p, &Redactor::new()).map_err(|e| e.to_string())?;
-        let src = strata_sources::connect(&def).map_err(|e| e.to_string())?;
-        let mut out = Vec::new();
-        for s in &def.streams {
-            out.push(
-                run_stream(
-                    &self.lake,
-                    src.as_ref(),
-                    &def,
-                    s,
-                    &IngestOptions::default(),
-                    Arc::new(Progress::default()),
-                )
-                .await
-                .map_err(|e| e.to_string())?,
-            );
-        }
-        Ok(out)
+        crate::ingest_all(&self.lake, &def, &IngestOptions::default())
+            .await
+            .map_err(|e| e.to_string())
     }
 
     async fn exists(&self, t: &str) -> bool {

@@ -12,6 +12,40 @@ mod sqlite;
 use strata_lake::deltalake::datafusion::prelude::SessionContext;
 use strata_lake::{Lake, TableName};
 
+/// A lake in `dir/lake`.
+pub(crate) async fn lake_in(dir: &std::path::Path) -> Lake {
+    Lake::open(
+        &url::Url::from_directory_path(dir.join("lake")).unwrap(),
+        Default::default(),
+    )
+    .await
+    .unwrap()
+}
+
+/// Runs every stream of `def` in order, stopping at the first error.
+pub(crate) async fn ingest_all(
+    lake: &Lake,
+    def: &strata_project::SourceDef,
+    opts: &strata_sources::ingest::IngestOptions,
+) -> Result<Vec<strata_sources::ingest::StreamReport>, strata_sources::Error> {
+    let src = strata_sources::connect(def)?;
+    let mut out = Vec::new();
+    for s in &def.streams {
+        out.push(
+            strata_sources::ingest::run_stream(
+                lake,
+                src.as_ref(),
+                def,
+                s,
+                opts,
+                std::sync::Arc::new(strata_sources::ingest::Progress::default()),
+            )
+            .await?,
+        );
+    }
+    Ok(out)
+}
+
 /// Rows of a lake table, formatted `a|b|c`, ordered by the first column.
 pub(crate) async fn rows(lake: &Lake, t: &str, columns: &str) -> Vec<String> {
     let t: TableName = t.parse().unwrap();

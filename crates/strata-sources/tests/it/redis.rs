@@ -3,14 +3,12 @@
 //! (each entry exactly once), plain connection errors. Each test uses its own key prefix
 //! and deletes its keys.
 
-use std::sync::Arc;
-
 use redis::aio::MultiplexedConnection;
 use strata_lake::Lake;
 
 use crate::rows;
 use strata_project::{Redactor, load_source};
-use strata_sources::ingest::{IngestOptions, Progress, StreamReport, load_state, run_stream};
+use strata_sources::ingest::{IngestOptions, StreamReport, load_state};
 
 struct Redis {
     conn: MultiplexedConnection,
@@ -59,12 +57,7 @@ impl Redis {
     }
 
     async fn lake(&self) -> Lake {
-        Lake::open(
-            &url::Url::from_directory_path(self.dir.path().join("lake")).unwrap(),
-            Default::default(),
-        )
-        .await
-        .unwrap()
+        crate::lake_in(self.dir.path()).await
     }
 
     fn source(&self, streams: &str) -> strata_project::SourceDef {
@@ -78,24 +71,9 @@ impl Redis {
     }
 
     async fn load(&self, lake: &Lake, streams: &str) -> Vec<StreamReport> {
-        let def = self.source(streams);
-        let src = strata_sources::connect(&def).unwrap();
-        let mut out = Vec::new();
-        for s in &def.streams {
-            out.push(
-                run_stream(
-                    lake,
-                    src.as_ref(),
-                    &def,
-                    s,
-                    &IngestOptions::default(),
-                    Arc::new(Progress::default()),
-                )
-                .await
-                .unwrap_or_else(|e| panic!("{e}")),
-            );
-        }
-        out
+        crate::ingest_all(lake, &self.source(streams), &IngestOptions::default())
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
     }
 
     async fn cleanup(mut self) {

@@ -2,15 +2,13 @@
 //! incremental merge with ties at the cursor, values that do not fit their declared type,
 //! query streams, discovery, and plain errors for a missing or foreign file.
 
-use std::sync::Arc;
-
 use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
 use sqlx::{AssertSqlSafe, ConnectOptions, Connection};
 use strata_lake::Lake;
 
 use crate::rows;
 use strata_project::{Redactor, load_source};
-use strata_sources::ingest::{IngestOptions, Progress, StreamReport, run_stream};
+use strata_sources::ingest::{IngestOptions, StreamReport};
 
 struct Db {
     conn: SqliteConnection,
@@ -43,12 +41,7 @@ impl Db {
     }
 
     async fn lake(&self) -> Lake {
-        Lake::open(
-            &url::Url::from_directory_path(self.dir.path().join("lake")).unwrap(),
-            Default::default(),
-        )
-        .await
-        .unwrap()
+        crate::lake_in(self.dir.path()).await
     }
 
     fn source(&self, streams: &str) -> strata_project::SourceDef {
@@ -72,23 +65,7 @@ impl Db {
         lake: &Lake,
         streams: &str,
     ) -> Result<Vec<StreamReport>, strata_sources::Error> {
-        let def = self.source(streams);
-        let src = strata_sources::connect(&def).unwrap();
-        let mut out = Vec::new();
-        for s in &def.streams {
-            out.push(
-                run_stream(
-                    lake,
-                    src.as_ref(),
-                    &def,
-                    s,
-                    &IngestOptions::default(),
-                    Arc::new(Progress::default()),
-                )
-                .await?,
-            );
-        }
-        Ok(out)
+        crate::ingest_all(lake, &self.source(streams), &IngestOptions::default()).await
     }
 }
 
