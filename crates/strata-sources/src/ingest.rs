@@ -725,6 +725,11 @@ impl SchemaChange {
         }
     }
 
+    /// The change and what was done: `` `amount` widened from Int32 to Int64: applied ``.
+    pub fn summary(&self) -> String {
+        format!("{}: {}", self.describe(), self.action)
+    }
+
     /// One line: `` `amount` widened from Int32 to Int64 ``.
     pub fn describe(&self) -> String {
         match (&self.from_type, &self.to_type) {

@@ -490,7 +490,7 @@ pub(crate) async fn ingest(
                         }
                         for c in &r.schema_changes {
                             if c.change != strata_sources::ingest::ChangeKind::Added {
-                                notes.push(format!("{}: {}", c.describe(), c.action));
+                                notes.push(c.summary());
                             }
                         }
                         if r.rejected > 0 {

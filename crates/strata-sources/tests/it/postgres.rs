@@ -369,7 +369,7 @@ async fn schema_changes_follow_the_policy() {
     assert_eq!(
         r[0].schema_changes
             .iter()
-            .map(|c| format!("{}: {}", c.describe(), c.action))
+            .map(strata_sources::ingest::SchemaChange::summary)
             .collect::<Vec<_>>(),
         ["`name` removed: kept (NULL from now on)"]
     );
@@ -389,7 +389,7 @@ async fn schema_changes_follow_the_policy() {
     assert_eq!(
         r[0].schema_changes
             .iter()
-            .map(|c| format!("{}: {}", c.describe(), c.action))
+            .map(strata_sources::ingest::SchemaChange::summary)
             .collect::<Vec<_>>(),
         [
             "`id` widened from Int32 to Int64: applied",
