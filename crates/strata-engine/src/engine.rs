@@ -131,6 +131,9 @@ impl EngineInner {
             .with_default_catalog_and_schema(CATALOG, DEFAULT_NAMESPACE)
             .with_create_default_catalog_and_schema(false)
             .set_bool("datafusion.execution.parquet.schema_force_view_types", true)
+            // Source positions in plans, so that planning errors (an unknown column, a
+            // missing GROUP BY entry) say where in the SQL they are.
+            .set_bool("datafusion.sql_parser.collect_spans", true)
             // Hash-join IN-list pushdown can panic on dictionary-encoded keys (seen with Delta
             // partition columns); hash lookups are as fast for our sizes.
             .set_usize("datafusion.optimizer.hash_join_inlist_pushdown_max_size", 0)

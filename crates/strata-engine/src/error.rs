@@ -21,6 +21,36 @@ pub enum Error {
     Invalid(String),
 }
 
+impl Error {
+    /// Where in the SQL text the error is, when the engine knows: 1-based `(line, column)`
+    /// of a syntax error, or of the span a planning diagnostic points at (an unknown
+    /// column, a missing `GROUP BY` entry).
+    pub fn location(&self) -> Option<(usize, usize)> {
+        let Error::DataFusion(e) = self else {
+            return None;
+        };
+        for err in e.iter() {
+            if let Some(span) = err.diagnostic().and_then(|d| d.span)
+                && span.start.line > 0
+            {
+                return Some((span.start.line as usize, span.start.column as usize));
+            }
+        }
+        if let DataFusionError::SQL(p, _) = e.find_root() {
+            return parser_location(&p.to_string());
+        }
+        None
+    }
+}
+
+/// `… at Line: 3, Column: 5` in a parser message.
+fn parser_location(message: &str) -> Option<(usize, usize)> {
+    let rest = &message[message.rfind("Line: ")? + "Line: ".len()..];
+    let (line, rest) = rest.split_once(", Column: ")?;
+    let column: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    Some((line.trim().parse().ok()?, column.parse().ok()?))
+}
+
 impl From<DataFusionError> for Error {
     fn from(e: DataFusionError) -> Self {
         Error::DataFusion(Box::new(e))

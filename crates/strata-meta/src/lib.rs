@@ -54,6 +54,7 @@ mod store;
 
 pub use error::{Error, Result};
 pub use run::{
-    NewRun, NodeResult, RunFilter, RunId, RunOutcome, RunRecord, RunStatus, SchemaChange,
+    LineageEdge, NewRun, NodeResult, RunFilter, RunId, RunOutcome, RunRecord, RunStatus,
+    SchemaChange,
 };
 pub use store::MetaStore;

@@ -24,10 +24,12 @@ macro_rules! embed {
 }
 
 const SQLITE_FILES: Files = embed!(
-    "sqlite": "0001_runs.sql", "0002_kv.sql", "0003_schema_changes.sql", "0004_run_bytes.sql", "0005_node_results.sql"
+    "sqlite": "0001_runs.sql", "0002_kv.sql", "0003_schema_changes.sql", "0004_run_bytes.sql", "0005_node_results.sql",
+    "0006_column_lineage.sql"
 );
 const POSTGRES_FILES: Files = embed!(
-    "postgres": "0001_runs.sql", "0002_kv.sql", "0003_schema_changes.sql", "0004_run_bytes.sql", "0005_node_results.sql"
+    "postgres": "0001_runs.sql", "0002_kv.sql", "0003_schema_changes.sql", "0004_run_bytes.sql", "0005_node_results.sql",
+    "0006_column_lineage.sql"
 );
 
 pub(crate) static SQLITE: LazyLock<Migrator> = LazyLock::new(|| migrator(SQLITE_FILES));

@@ -299,3 +299,22 @@ pub struct NodeResult {
     /// The error or test message, if any.
     pub message: Option<String>,
 }
+
+/// One edge of a model's column-level lineage: an output column (or, with no column, the
+/// model's filters and joins) and an upstream column it reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LineageEdge {
+    /// The model's unique id, e.g. `model.shop.orders`.
+    pub node: String,
+    /// The output column's position (0-based); `-1` for filter and join columns.
+    pub position: i64,
+    /// The output column; `None` for filter and join columns.
+    pub column: Option<String>,
+    /// The upstream node's unique id (`model.…`, `seed.…`, `snapshot.…`, `source.…`), or the
+    /// relation's name when no node produces it.
+    pub upstream_node: String,
+    /// The upstream column.
+    pub upstream_column: String,
+    /// `copied`, `transformed`, `aggregated` or `filtered_by`.
+    pub kind: String,
+}

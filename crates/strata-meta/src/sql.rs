@@ -29,6 +29,13 @@ pub(crate) struct Statements {
     pub(crate) insert_node_result: &'static str,
     /// Node results of run `$1`, in order.
     pub(crate) list_node_results: &'static str,
+    /// Removes model `$1`'s lineage.
+    pub(crate) delete_lineage: &'static str,
+    pub(crate) insert_lineage: &'static str,
+    /// Lineage of model `$1`, by position.
+    pub(crate) list_lineage: &'static str,
+    /// Edges reading upstream node `$1` (column `$2`, or any when NULL).
+    pub(crate) list_downstream: &'static str,
 }
 
 /// The columns [`crate::store`] maps to a `RunRecord`, with the id expression first.
@@ -92,6 +99,17 @@ macro_rules! statements {
                 $id_param,
                 " ORDER BY position"
             ),
+            delete_lineage: "DELETE FROM column_lineage WHERE node = $1",
+            insert_lineage: "INSERT INTO column_lineage (node, position, column_name, \
+                 upstream_node, upstream_column, kind, run_id, recorded_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            list_lineage: "SELECT node, position, column_name, upstream_node, upstream_column, \
+                 kind FROM column_lineage WHERE node = $1 \
+                 ORDER BY position, upstream_node, upstream_column, kind",
+            list_downstream: "SELECT node, position, column_name, upstream_node, \
+                 upstream_column, kind FROM column_lineage WHERE upstream_node = $1 \
+                 AND ($2 IS NULL OR upstream_column = $2) \
+                 ORDER BY node, position, upstream_column, kind",
         }
     };
 }

@@ -14,8 +14,8 @@ use crate::error;
 use crate::migrations;
 use crate::sql::{self, Timestamp};
 use crate::{
-    Error, NewRun, NodeResult, Result, RunFilter, RunId, RunOutcome, RunRecord, RunStatus,
-    SchemaChange,
+    Error, LineageEdge, NewRun, NodeResult, Result, RunFilter, RunId, RunOutcome, RunRecord,
+    RunStatus, SchemaChange,
 };
 
 /// How long a SQLite statement waits for another connection's write lock.
@@ -329,6 +329,93 @@ impl MetaStore {
                 })
                 .collect::<std::result::Result<Vec<_>, sqlx::Error>>()
                 .map_err(Error::query("node_results"))
+        })
+    }
+
+    /// Replaces model `node`'s column-level lineage with `edges`, in one transaction, so a
+    /// reader sees the old lineage or the new one.
+    pub async fn replace_column_lineage(
+        &self,
+        run: Option<&RunId>,
+        node: &str,
+        edges: &[LineageEdge],
+    ) -> Result<()> {
+        let at = Timestamp::now();
+        let run = run.map(|r| r.to_string());
+        on_backend!(self, |pool, sql| {
+            let fail = || Error::query("replace_column_lineage");
+            let mut tx = pool.begin().await.map_err(fail())?;
+            sqlx::query(sql.delete_lineage)
+                .bind(node)
+                .execute(&mut *tx)
+                .await
+                .map_err(fail())?;
+            for e in edges {
+                sqlx::query(sql.insert_lineage)
+                    .bind(node)
+                    .bind(e.position)
+                    .bind(&e.column)
+                    .bind(&e.upstream_node)
+                    .bind(&e.upstream_column)
+                    .bind(&e.kind)
+                    .bind(&run)
+                    .bind(at)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(fail())?;
+            }
+            tx.commit().await.map_err(fail())?;
+        });
+        Ok(())
+    }
+
+    /// Model `node`'s column-level lineage as last recorded, by output column position
+    /// (filter and join columns first, at position -1).
+    pub async fn column_lineage(&self, node: &str) -> Result<Vec<LineageEdge>> {
+        self.lineage_rows("column_lineage", node, None, true).await
+    }
+
+    /// The lineage edges that read `upstream_node` (only its column `column` when given):
+    /// the model columns directly downstream of it.
+    pub async fn column_lineage_downstream(
+        &self,
+        upstream_node: &str,
+        column: Option<&str>,
+    ) -> Result<Vec<LineageEdge>> {
+        self.lineage_rows("column_lineage_downstream", upstream_node, column, false)
+            .await
+    }
+
+    async fn lineage_rows(
+        &self,
+        what: &'static str,
+        node: &str,
+        column: Option<&str>,
+        of_node: bool,
+    ) -> Result<Vec<LineageEdge>> {
+        on_backend!(self, |pool, sql| {
+            let query = if of_node {
+                sqlx::query(sql.list_lineage).bind(node)
+            } else {
+                sqlx::query(sql.list_downstream).bind(node).bind(column)
+            };
+            query
+                .fetch_all(pool)
+                .await
+                .map_err(Error::query(what))?
+                .iter()
+                .map(|row| {
+                    Ok(LineageEdge {
+                        node: row.try_get("node")?,
+                        position: row.try_get::<i64, _>("position")?,
+                        column: row.try_get("column_name")?,
+                        upstream_node: row.try_get("upstream_node")?,
+                        upstream_column: row.try_get("upstream_column")?,
+                        kind: row.try_get("kind")?,
+                    })
+                })
+                .collect::<std::result::Result<Vec<_>, sqlx::Error>>()
+                .map_err(Error::query(what))
         })
     }
 

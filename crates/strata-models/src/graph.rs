@@ -242,6 +242,53 @@ pub struct CompileOptions {
     /// What `is_incremental()` returns (the execution layer knows whether the table exists
     /// and the run is not a full refresh).
     pub is_incremental: bool,
+    /// For one batch of a `microbatch` model: `ref`s and `source`s of nodes configured with
+    /// an `event_time` column read only the rows inside this window.
+    pub event_time_window: Option<EventTimeWindow>,
+}
+
+/// A microbatch window `[start, end)`, as SQL timestamp text (`2024-01-01 00:00:00`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventTimeWindow {
+    /// First instant inside the window.
+    pub start: String,
+    /// First instant after it.
+    pub end: String,
+}
+
+/// Name resolution for one microbatch: relations of nodes with an `event_time` column are
+/// read through the window's filter, as dbt does.
+#[derive(Debug)]
+struct WindowedLookup {
+    inner: Arc<NameIndex>,
+    /// Rendered relation → its `event_time` column.
+    event_times: BTreeMap<String, String>,
+    window: EventTimeWindow,
+}
+
+impl WindowedLookup {
+    fn filtered(&self, mut r: Relation) -> Relation {
+        if r.cte.is_none()
+            && let Some(col) = self.event_times.get(&r.render())
+        {
+            r.filter = Some(format!(
+                "{col} >= cast('{}' as timestamp) and {col} < cast('{}' as timestamp)",
+                self.window.start, self.window.end
+            ));
+        }
+        r
+    }
+}
+
+impl RefLookup for WindowedLookup {
+    fn resolve_ref(&self, call: &RefCall) -> std::result::Result<Relation, String> {
+        self.inner.resolve_ref(call).map(|r| self.filtered(r))
+    }
+    fn resolve_source(&self, source: &str, table: &str) -> std::result::Result<Relation, String> {
+        self.inner
+            .resolve_source(source, table)
+            .map(|r| self.filtered(r))
+    }
 }
 
 /// A loaded, parsed project: every node with its config, relation and edges.
@@ -853,7 +900,7 @@ impl Manifest {
         if n.resource_type == ResourceType::Source || n.resource_type == ResourceType::Seed {
             return Ok(String::new());
         }
-        let sql = self.render_body(n, opts.is_incremental)?;
+        let sql = self.render_body(n, opts.is_incremental, opts.event_time_window.as_ref())?;
         let mut ephemerals = Vec::new();
         self.ephemeral_parents(id, &mut ephemerals, &mut BTreeSet::new());
         if ephemerals.is_empty() {
@@ -862,14 +909,33 @@ impl Manifest {
         let mut ctes = Vec::new();
         for e in &ephemerals {
             let en = &self.nodes[e];
-            let body = self.render_body(en, false)?;
+            let body = self.render_body(en, false, None)?;
             ctes.push(format!("__dbt__cte__{} as (\n{}\n)", en.name, body.trim()));
         }
         Ok(inject_ctes(&sql, &ctes))
     }
 
-    fn render_body(&self, n: &Node, is_incremental: bool) -> Result<String> {
-        let lookup: Arc<dyn RefLookup> = Arc::clone(&self.index) as Arc<dyn RefLookup>;
+    fn render_body(
+        &self,
+        n: &Node,
+        is_incremental: bool,
+        window: Option<&EventTimeWindow>,
+    ) -> Result<String> {
+        let lookup: Arc<dyn RefLookup> = match window {
+            None => Arc::clone(&self.index) as Arc<dyn RefLookup>,
+            Some(w) => Arc::new(WindowedLookup {
+                inner: Arc::clone(&self.index),
+                event_times: self
+                    .nodes
+                    .values()
+                    .filter_map(|n| {
+                        let col = n.config.get_str("event_time")?;
+                        Some((n.relation.render(), col.to_string()))
+                    })
+                    .collect(),
+                window: w.clone(),
+            }),
+        };
         let scope = self.scope(n, Phase::Compile(lookup), is_incremental);
         let name = if n.test_metadata.is_some() {
             n.patch_path
@@ -1145,6 +1211,7 @@ impl Builder<'_> {
                 schema: s.schema.clone().unwrap_or_else(|| sname.clone()),
                 identifier: t.identifier.clone().unwrap_or_else(|| tname.clone()),
                 cte: None,
+                filter: None,
             };
             let definition = format!(
                 "{sname}.{tname}:{relation:?}:{freshness:?}:{:?}",
@@ -1360,6 +1427,7 @@ impl Builder<'_> {
                 schema: String::new(),
                 identifier: String::new(),
                 cte: None,
+                filter: None,
             },
             checksum: sha256(if rt == ResourceType::Seed {
                 &f.path
@@ -1460,6 +1528,7 @@ impl Builder<'_> {
             schema,
             identifier,
             cte,
+            filter: None,
         })
     }
 
@@ -1627,6 +1696,7 @@ impl Builder<'_> {
                     schema: String::new(),
                     identifier: String::new(),
                     cte: None,
+                    filter: None,
                 },
                 checksum: sha256(&raw_code),
                 test_metadata: Some(TestMetadata {

@@ -51,19 +51,27 @@ pub struct RelationName {
     pub identifier: String,
     /// Set for ephemeral models: renders as this CTE name instead.
     pub cte: Option<String>,
+    /// A condition the relation's rows are read through, as a subquery: a microbatch
+    /// model's event-time window on an upstream with `event_time`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filter: Option<String>,
 }
 
 impl RelationName {
     /// The SQL text: `schema.identifier` (each part quoted when not a plain lower-case
     /// identifier), or the CTE name for ephemeral models.
     pub fn render(&self) -> String {
-        match &self.cte {
+        let name = match &self.cte {
             Some(c) => c.clone(),
             None => format!(
                 "{}.{}",
                 quote_if_needed(&self.schema),
                 quote_if_needed(&self.identifier)
             ),
+        };
+        match &self.filter {
+            Some(f) => format!("(select * from {name} where {f})"),
+            None => name,
         }
     }
 }
@@ -869,6 +877,7 @@ impl Object for RefFn {
                     schema: crate::DEFAULT_TARGET_SCHEMA.into(),
                     identifier: call.name,
                     cte: None,
+                    filter: None,
                 }))
             }
             Phase::Compile(l) => l
@@ -915,6 +924,7 @@ impl Object for SourceFn {
                     schema: s,
                     identifier: t,
                     cte: None,
+                    filter: None,
                 }))
             }
             Phase::Compile(l) => l

@@ -44,8 +44,8 @@ use std::path::PathBuf;
 
 pub use config::NodeConfig;
 pub use graph::{
-    Column, CompileOptions, DependsOn, LoadOptions, MacroDef, Manifest, Node, Relation,
-    ResourceType, TestMetadata, UnitTest,
+    Column, CompileOptions, DependsOn, EventTimeWindow, LoadOptions, MacroDef, Manifest, Node,
+    Relation, ResourceType, TestMetadata, UnitTest,
 };
 pub use manifest::{write_compiled, write_manifest};
 pub use project::DbtProject;

@@ -5,8 +5,10 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use anyhow::{Result, bail};
+use strata_engine::Session;
 use strata_engine::lineage::{LineageKind, column_lineage};
-use strata_models::{CompileOptions, ResourceType};
+use strata_meta::LineageEdge;
+use strata_models::{CompileOptions, Manifest, Node, ResourceType};
 
 use crate::Ctx;
 use crate::models_cmd::{self, ModelArgs};
@@ -42,27 +44,16 @@ pub(crate) async fn lineage(
     {
         bail!("no model named `{model}` in {}", manifest.project.name);
     }
-    // Relations (`namespace.identifier`) → node names.
-    let mut names: BTreeMap<String, String> = BTreeMap::new();
-    for n in manifest.nodes.values() {
-        let name = match n.resource_type {
-            ResourceType::Model | ResourceType::Seed | ResourceType::Snapshot => n.name.clone(),
-            ResourceType::Source => format!(
+    let relations = relation_nodes(&manifest);
+    let display = |id: &str| -> String {
+        match manifest.nodes.get(id) {
+            Some(n) if n.resource_type == ResourceType::Source => format!(
                 "source:{}",
                 n.unique_id.splitn(3, '.').nth(2).unwrap_or(&n.name)
             ),
-            _ => continue,
-        };
-        names.insert(
-            format!("{}.{}", n.relation.schema, n.relation.identifier).to_lowercase(),
-            name,
-        );
-    }
-    let display = |table: &str| {
-        names
-            .get(&table.to_lowercase())
-            .cloned()
-            .unwrap_or_else(|| table.to_string())
+            Some(n) => n.name.clone(),
+            None => id.to_string(),
+        }
     };
     let session = ctx.engine.session().await?;
     let mut all: BTreeMap<String, ModelLineage> = BTreeMap::new();
@@ -70,53 +61,40 @@ pub(crate) async fn lineage(
         if n.resource_type != ResourceType::Model {
             continue;
         }
-        let sql = manifest.compile_node(
-            &n.unique_id,
-            &CompileOptions {
-                is_incremental: false,
-            },
-        )?;
-        let sql = sql.trim().trim_end_matches(';').trim_end();
-        let l = match column_lineage(&session, sql).await {
+        let (columns, edges) = match model_lineage(&manifest, &session, n, &relations).await {
             Ok(l) => l,
             Err(e) => {
                 if n.name == model {
                     bail!(
-                        "cannot plan model `{}` ({e}); run `strata run` first so its upstream relations exist",
+                        "cannot plan model `{}` ({e:#}); run `strata run` first so its upstream relations exist",
                         n.name
                     );
                 }
-                eprintln!("warning: no lineage for model `{}`: {e}", n.name);
+                eprintln!("warning: no lineage for model `{}`: {e:#}", n.name);
                 continue;
             }
         };
-        all.insert(
-            n.name.clone(),
-            ModelLineage {
-                columns: l
-                    .columns
-                    .into_iter()
-                    .map(|c| {
-                        let ups = c
-                            .sources
-                            .into_iter()
-                            .map(|s| (display(&s.table), s.column, s.kind))
-                            .collect();
-                        (c.column, ups)
-                    })
-                    .collect(),
-                filtered_by: {
-                    let mut f: Vec<(String, String)> = l
-                        .filtered_by
-                        .into_iter()
-                        .map(|c| (display(&c.table), c.column))
-                        .collect();
-                    f.sort();
-                    f.dedup();
-                    f
-                },
-            },
-        );
+        let mut l = ModelLineage {
+            columns: columns.into_iter().map(|c| (c, Vec::new())).collect(),
+            filtered_by: Vec::new(),
+        };
+        for e in edges {
+            let up = display(&e.upstream_node);
+            match usize::try_from(e.position) {
+                Err(_) => l.filtered_by.push((up, e.upstream_column)),
+                Ok(i) => {
+                    let kind = match e.kind.as_str() {
+                        "copied" => LineageKind::Copied,
+                        "aggregated" => LineageKind::Aggregated,
+                        _ => LineageKind::Transformed,
+                    };
+                    l.columns[i].1.push((up, e.upstream_column, kind));
+                }
+            }
+        }
+        l.filtered_by.sort();
+        l.filtered_by.dedup();
+        all.insert(n.name.clone(), l);
     }
     let Some(this) = all.get(model) else {
         bail!("no lineage for model `{model}`");
@@ -225,4 +203,81 @@ fn print_upstream(
         }
         seen.pop();
     }
+}
+
+/// Relations (`namespace.identifier`, lowercase) → the unique id of the node that produces
+/// them (model, seed, snapshot or source).
+pub(crate) fn relation_nodes(manifest: &Manifest) -> BTreeMap<String, String> {
+    manifest
+        .nodes
+        .values()
+        .filter(|n| {
+            matches!(
+                n.resource_type,
+                ResourceType::Model
+                    | ResourceType::Seed
+                    | ResourceType::Snapshot
+                    | ResourceType::Source
+            )
+        })
+        .map(|n| {
+            (
+                format!("{}.{}", n.relation.schema, n.relation.identifier).to_lowercase(),
+                n.unique_id.clone(),
+            )
+        })
+        .collect()
+}
+
+/// The column-level lineage of model `n`, planned from its full (not incremental) query
+/// over the lake's current relations; upstream relations are named by their nodes' unique
+/// ids (see [`relation_nodes`]). Returns the output columns in order and the edges; filter
+/// and join columns come first, at position -1.
+pub(crate) async fn model_lineage(
+    manifest: &Manifest,
+    session: &Session,
+    n: &Node,
+    relations: &BTreeMap<String, String>,
+) -> Result<(Vec<String>, Vec<LineageEdge>)> {
+    let sql = manifest.compile_node(
+        &n.unique_id,
+        &CompileOptions {
+            is_incremental: false,
+            ..Default::default()
+        },
+    )?;
+    let sql = sql.trim().trim_end_matches(';').trim_end();
+    let l = column_lineage(session, sql).await?;
+    let node = |table: &str| {
+        relations
+            .get(&table.to_lowercase())
+            .cloned()
+            .unwrap_or_else(|| table.to_string())
+    };
+    let mut edges: Vec<LineageEdge> = l
+        .filtered_by
+        .into_iter()
+        .map(|c| LineageEdge {
+            node: n.unique_id.clone(),
+            position: -1,
+            column: None,
+            upstream_node: node(&c.table),
+            upstream_column: c.column,
+            kind: "filtered_by".into(),
+        })
+        .collect();
+    let columns = l.columns.iter().map(|c| c.column.clone()).collect();
+    for (position, c) in l.columns.into_iter().enumerate() {
+        for s in c.sources {
+            edges.push(LineageEdge {
+                node: n.unique_id.clone(),
+                position: position as i64,
+                column: Some(c.column.clone()),
+                upstream_node: node(&s.table),
+                upstream_column: s.column,
+                kind: s.kind.as_str().into(),
+            });
+        }
+    }
+    Ok((columns, edges))
 }

@@ -5,6 +5,7 @@ mod lineage_cmd;
 mod models_checks;
 mod models_cmd;
 mod models_docs;
+mod models_errors;
 mod output;
 mod shell;
 mod sources_cmd;
@@ -212,6 +213,21 @@ Examples:
         #[arg(long)]
         full_refresh: bool,
     },
+    /// Preview rows of a model (its compiled query with a limit; the model need not be
+    /// built) or of an inline query using `ref`/`source`.
+    #[command(
+        after_help = "Examples:\n  strata show --select customers\n  strata show --select customers --limit 20\n  strata show --inline \"select * from {{ ref('orders') }} where amount > 100\""
+    )]
+    Show {
+        #[command(flatten)]
+        args: models_cmd::ModelArgs,
+        /// A query to run instead of a model (Jinja: `ref`, `source`, `var`).
+        #[arg(long)]
+        inline: Option<String>,
+        /// Rows shown per model.
+        #[arg(long, default_value_t = 5)]
+        limit: usize,
+    },
     /// dbt documentation artifacts: `strata docs generate`.
     Docs {
         #[command(subcommand)]
@@ -375,6 +391,9 @@ pub(crate) struct Ctx {
     pub(crate) json: bool,
     /// How each node of the running modeling command ended, recorded with its run.
     pub(crate) node_results: std::sync::Mutex<Vec<strata_meta::NodeResult>>,
+    /// Column-level lineage of the models the command built, by model unique id; recorded
+    /// with the run.
+    pub(crate) lineage: std::sync::Mutex<Vec<(String, Vec<strata_meta::LineageEdge>)>>,
 }
 
 impl Ctx {
@@ -423,6 +442,7 @@ impl Ctx {
             quiet,
             json,
             node_results: std::sync::Mutex::new(Vec::new()),
+            lineage: std::sync::Mutex::new(Vec::new()),
         })
     }
 
@@ -451,6 +471,14 @@ impl Ctx {
             && let Err(e) = m.record_node_results(&id, &nodes).await
         {
             tracing::warn!(error = %e, "Could not record the run's node results.");
+        }
+        let lineage = std::mem::take(&mut *self.lineage.lock().unwrap_or_else(|p| p.into_inner()));
+        if let Some(m) = &self.meta {
+            for (node, edges) in &lineage {
+                if let Err(e) = m.replace_column_lineage(run.as_ref(), node, edges).await {
+                    tracing::warn!(error = %e, node, "Could not record the model's column lineage.");
+                }
+            }
         }
         if let (Some(m), Some(id)) = (&self.meta, run) {
             let outcome = match &result {
@@ -526,6 +554,21 @@ async fn run(cli: Cli, redactor: strata_types::Redactor) -> Result<()> {
             resource_type,
             output,
         } => models_cmd::ls(cli.project.as_deref(), args, resource_type, *output),
+        Command::Show {
+            args,
+            inline,
+            limit,
+        } => {
+            let ctx = Ctx::load(&cli, &redactor).await?;
+            models_cmd::show(
+                &ctx,
+                cli.project.as_deref(),
+                args,
+                inline.as_deref(),
+                *limit,
+            )
+            .await
+        }
         Command::Lineage { target, args } => {
             let ctx = Ctx::load(&cli, &redactor).await?;
             lineage_cmd::lineage(&ctx, cli.project.as_deref(), args, target).await

@@ -123,7 +123,13 @@ pub(crate) async fn run_unit_test(
         .and_then(|m| m.get("is_incremental"))
         .and_then(Value::as_bool)
         .unwrap_or(false);
-    let compiled = manifest.compile_node(&model.unique_id, &CompileOptions { is_incremental })?;
+    let compiled = manifest.compile_node(
+        &model.unique_id,
+        &CompileOptions {
+            is_incremental,
+            ..Default::default()
+        },
+    )?;
     let mut body = compiled.trim().trim_end_matches(';').trim_end().to_string();
 
     let mut ctes = Vec::new();
@@ -632,14 +638,14 @@ pub(crate) async fn check_contract(session: &Session, n: &Node, body: &str) -> R
 }
 
 /// Types equal for a contract: string encodings are one type.
-fn same_type(a: &DataType, b: &DataType) -> bool {
+pub(crate) fn same_type(a: &DataType, b: &DataType) -> bool {
     let text =
         |t: &DataType| matches!(t, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View);
     a == b || (text(a) && text(b))
 }
 
 /// A type as SQL spells it, for messages.
-fn sql_type(t: &DataType) -> String {
+pub(crate) fn sql_type(t: &DataType) -> String {
     match t {
         DataType::Boolean => "BOOLEAN".into(),
         DataType::Int8 => "TINYINT".into(),

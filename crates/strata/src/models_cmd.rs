@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDateTime, Utc};
 use clap::{Args, ValueEnum};
 use strata_engine::datafusion::arrow::array::{Array, BooleanArray, Int64Array, RecordBatch};
 use strata_engine::datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
@@ -21,7 +21,7 @@ use strata_lake::{Lake, TableName, WriteMode, WriteOptions};
 use strata_models::select::{SelectContext, select};
 use strata_models::{CompileOptions, LoadOptions, Manifest, Node, ResourceType};
 
-use crate::Ctx;
+use crate::{Ctx, models_errors};
 
 /// Options shared by commands that read a dbt project.
 #[derive(Debug, Args)]
@@ -51,6 +51,40 @@ pub(crate) struct ModelArgs {
     /// Stop starting nodes after the first failure; the rest are reported as skipped.
     #[arg(long)]
     fail_fast: bool,
+    /// Keep every test's failing rows in a table `<target>_dbt_test__audit.<test>`, as
+    /// `store_failures: true` does for one test.
+    #[arg(long)]
+    store_failures: bool,
+    /// Microbatch models: first event time to (re)build, `2024-01-01` or
+    /// `2024-01-01 06:00:00` (UTC); default: `begin` on a first build, else the last batch
+    /// less `lookback`.
+    #[arg(long, value_name = "TIME", value_parser = parse_event_time)]
+    event_time_start: Option<NaiveDateTime>,
+    /// Microbatch models: event time to build up to, exclusive (default: now).
+    #[arg(long, value_name = "TIME", value_parser = parse_event_time)]
+    event_time_end: Option<NaiveDateTime>,
+}
+
+/// `2024-01-01`, `2024-01-01 06:00:00`, `2024-01-01T06:00:00` or RFC 3339 (converted to
+/// UTC).
+fn parse_event_time(s: &str) -> std::result::Result<NaiveDateTime, String> {
+    let s = s.trim();
+    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+        return Ok(t.naive_utc());
+    }
+    for f in [
+        "%Y-%m-%d %H:%M:%S",
+        "%Y-%m-%dT%H:%M:%S",
+        "%Y-%m-%d %H:%M",
+        "%Y-%m-%dT%H:%M",
+    ] {
+        if let Ok(t) = NaiveDateTime::parse_from_str(s, f) {
+            return Ok(t);
+        }
+    }
+    chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d")
+        .map(|d| d.and_time(chrono::NaiveTime::MIN))
+        .map_err(|_| format!("`{s}` is not a time: use 2024-01-01 or 2024-01-01 06:00:00"))
 }
 
 /// `strata ls --output`.
@@ -767,6 +801,72 @@ fn quote_ident(s: &str) -> String {
     format!("\"{}\"", s.replace('"', "\"\""))
 }
 
+/// `strata show`: previews rows of the selected models (their compiled queries run with a
+/// limit over the current upstream relations, so the model need not be built) or of an
+/// inline query that may use `ref` and `source`.
+pub(crate) async fn show(
+    ctx: &Ctx,
+    project: Option<&Path>,
+    args: &ModelArgs,
+    inline: Option<&str>,
+    limit: usize,
+) -> Result<()> {
+    if inline.is_none() && args.select.is_empty() && args.selector.is_none() {
+        anyhow::bail!("`strata show` needs `--select <model>` or `--inline \"select …\"`");
+    }
+    let (manifest, order) = load(project, args)?;
+    let mut queries: Vec<(String, String)> = Vec::new();
+    match inline {
+        Some(q) => queries.push((
+            "inline query".into(),
+            manifest.render_hook(None, "inline query", q)?,
+        )),
+        None => {
+            for id in &order {
+                let n = &manifest.nodes[id];
+                let sql = match n.resource_type {
+                    ResourceType::Seed => format!("select * from {}", n.relation.render()),
+                    ResourceType::Model | ResourceType::Snapshot | ResourceType::Analysis => {
+                        manifest.compile_node(id, &CompileOptions::default())?
+                    }
+                    _ => continue,
+                };
+                queries.push((format!("node '{}'", n.name), sql));
+            }
+        }
+    }
+    if queries.is_empty() {
+        anyhow::bail!("the selection holds no model, seed, snapshot or analysis to show");
+    }
+    let session = ctx.engine.session().await?;
+    for (title, sql) in queries {
+        let body = sql.trim().trim_end_matches(';').trim_end();
+        let limited = format!("select * from (\n{body}\n) as dbt_show limit {limit}");
+        let batches = session
+            .sql(&limited)
+            .await
+            .with_context(|| format!("previewing {title}"))?;
+        if ctx.json {
+            let mut w = strata_engine::datafusion::arrow::json::ArrayWriter::new(Vec::new());
+            for b in &batches {
+                w.write(b)?;
+            }
+            w.finish()?;
+            println!("{}", String::from_utf8_lossy(&w.into_inner()));
+            continue;
+        }
+        println!("Previewing {title}:");
+        match batches.first() {
+            Some(first) => println!(
+                "{}\n",
+                crate::output::render_table(&first.schema(), &batches)?
+            ),
+            None => println!("(no rows)\n"),
+        }
+    }
+    Ok(())
+}
+
 /// `strata run`: builds the selected models in DAG order. A failed model skips everything
 /// downstream of it; the others still run.
 pub(crate) async fn run(
@@ -922,7 +1022,8 @@ impl<'a> Execution<'a> {
             ResourceType::Snapshot => "snapshot".to_string(),
             _ => format!("{} model", n.materialized()),
         };
-        let (session, run_dir) = (&session, run_dir.as_path());
+        let relations = crate::lineage_cmd::relation_nodes(manifest);
+        let (session, run_dir, relations) = (&session, run_dir.as_path(), &relations);
         crate::models_docs::schedule(
             nodes,
             &waits,
@@ -943,15 +1044,29 @@ impl<'a> Execution<'a> {
                                 Some((count, text)) => Outcome::Test(Verdict::Fail, count, text),
                             })
                     }
-                    ResourceType::Test => run_test(manifest, session, n, run_dir)
-                        .await
-                        .map(|(v, count, cond)| Outcome::Test(v, count, cond)),
+                    ResourceType::Test => {
+                        { run_test(manifest, session, n, run_dir, self.args.store_failures).await }
+                            .map(|(v, count, cond)| Outcome::Test(v, count, cond))
+                    }
                     ResourceType::Snapshot => build_snapshot(manifest, session, n, run_dir)
                         .await
                         .map(Outcome::Pass),
-                    _ => build_model(manifest, session, n, run_dir, self.full_refresh)
+                    _ => {
+                        let built = build_model(
+                            manifest,
+                            session,
+                            n,
+                            run_dir,
+                            self.full_refresh,
+                            self.args,
+                        )
                         .await
-                        .map(Outcome::Pass),
+                        .map(Outcome::Pass);
+                        if built.is_ok() {
+                            record_lineage(ctx, manifest, session, n, relations).await;
+                        }
+                        built
+                    }
                 };
                 result.unwrap_or_else(|e| Outcome::Error(crate::render_error(&e)))
             },
@@ -970,6 +1085,27 @@ impl<'a> Execution<'a> {
             eprintln!("{line}");
         }
         report.finish(ctx, self.noun)
+    }
+}
+
+/// Keeps a built model's column-level lineage for the metadata store (written with the
+/// run's node results). A model whose lineage cannot be computed keeps its old entry.
+async fn record_lineage(
+    ctx: &Ctx,
+    manifest: &Manifest,
+    session: &Session,
+    n: &Node,
+    relations: &BTreeMap<String, String>,
+) {
+    match crate::lineage_cmd::model_lineage(manifest, session, n, relations).await {
+        Ok((_, edges)) => ctx
+            .lineage
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((n.unique_id.clone(), edges)),
+        Err(e) => {
+            tracing::warn!(model = %n.unique_id, error = %format!("{e:#}"), "No column lineage for the model.")
+        }
     }
 }
 
@@ -1037,16 +1173,80 @@ fn gated_order<'a>(
     (ordered, waits)
 }
 
+/// How a test keeps its failing rows: `store_failures` / `store_failures_as` (`table`,
+/// `view`; `ephemeral` keeps none), or every test's with `--store-failures`.
+fn store_failures_as(n: &Node, all: bool) -> Option<&'static str> {
+    match n.config.get_str("store_failures_as") {
+        Some(s) if s.eq_ignore_ascii_case("table") => return Some("TABLE"),
+        Some(s) if s.eq_ignore_ascii_case("view") => return Some("VIEW"),
+        Some(_) => return None,
+        None => {}
+    }
+    match n.config.get("store_failures") {
+        Some(serde_json::Value::Bool(b)) => b.then_some("TABLE"),
+        _ => all.then_some("TABLE"),
+    }
+}
+
+/// The table name a test's failing rows are kept under: its name in lower case (the lake's
+/// names are), shortened past 63 characters with a hash of the whole name so that two
+/// long names stay apart.
+fn audit_name(test: &str) -> String {
+    let lower = test.to_lowercase();
+    if lower.len() <= 63 {
+        return lower;
+    }
+    // FNV-1a: stable across builds and platforms.
+    let hash = lower.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    let head: String = lower.chars().take(46).collect();
+    format!("{head}_{hash:016x}")
+}
+
 /// Runs one data test: the count of failing rows (`fail_calc`) judged by `warn_if` and
-/// `error_if` (dbt's `get_test_sql`), then by `severity`.
+/// `error_if` (dbt's `get_test_sql`), then by `severity`. With `store_failures`, the
+/// failing rows are first kept in the test's audit relation and counted from there.
 async fn run_test(
     manifest: &Manifest,
     session: &Session,
     n: &Node,
     run_dir: &Path,
+    store_all: bool,
 ) -> Result<(Verdict, u64, String)> {
     let compiled = manifest.compile_node(&n.unique_id, &CompileOptions::default())?;
     let body = compiled.trim().trim_end_matches(';').trim_end();
+    let stored = match store_failures_as(n, store_all) {
+        Some(kind) => {
+            let t = TableName::new(&n.relation.schema, &audit_name(&n.relation.identifier))?;
+            let relation = t.to_string();
+            session.lake().create_namespace(&t.namespace).await?;
+            let (exists_other, drop) = if kind == "TABLE" {
+                (session.lake().view(&t).await?.is_some(), "VIEW")
+            } else {
+                (session.lake().table_exists(&t).await?, "TABLE")
+            };
+            if exists_other {
+                session.sql(&format!("DROP {drop} {relation}")).await?;
+            }
+            session
+                .sql(&format!("CREATE OR REPLACE {kind} {relation} AS\n{body}"))
+                .await
+                .with_context(|| {
+                    format!(
+                        "{}: storing the test's failing rows in {relation}",
+                        n.original_file_path
+                    )
+                })?;
+            Some(relation)
+        }
+        None => None,
+    };
+    let body = match &stored {
+        Some(relation) => format!("select * from {relation}"),
+        None => body.to_string(),
+    };
+    let body = body.as_str();
     let cfg = |key: &str, default: &str| -> String {
         match n.config.get(key) {
             Some(serde_json::Value::String(s)) => s.clone(),
@@ -1081,7 +1281,7 @@ async fn run_test(
     let batches = session
         .sql(&sql)
         .await
-        .with_context(|| format!("{}: compiled SQL at {shown}", n.original_file_path))?;
+        .map_err(|e| models_errors::locate(n, &sql, &shown, e.into()))?;
     let batch = batches.iter().find(|b| b.num_rows() > 0).with_context(|| {
         format!(
             "{}: the test query returned no summary row",
@@ -1107,10 +1307,14 @@ async fn run_test(
         .get_str("severity")
         .is_some_and(|s| s.eq_ignore_ascii_case("warn"));
     let count = u64::try_from(failures).unwrap_or(0);
+    let see = |condition: String| match &stored {
+        Some(relation) => format!("{condition}\n\nSee test failures:\n  select * from {relation}"),
+        None => condition,
+    };
     Ok(if severity_error && should_error {
-        (Verdict::Fail, count, error_if)
+        (Verdict::Fail, count, see(error_if))
     } else if should_warn {
-        (Verdict::Warn, count, warn_if)
+        (Verdict::Warn, count, see(warn_if))
     } else {
         (Verdict::Pass, count, String::new())
     })
@@ -1153,6 +1357,7 @@ async fn build_model(
     n: &Node,
     run_dir: &Path,
     full_refresh: bool,
+    args: &ModelArgs,
 ) -> Result<Option<u64>> {
     let lake = session.lake();
     let t = lake_name(n)?;
@@ -1163,10 +1368,18 @@ async fn build_model(
             .get("full_refresh")
             .is_some_and(|v| v == &serde_json::Value::Bool(true))
         && lake.table_exists(&t).await?;
+    if n.materialized() == "incremental"
+        && n.config.get_str("incremental_strategy") == Some("microbatch")
+    {
+        return build_microbatch(manifest, session, n, run_dir, incremental, args)
+            .await
+            .map(Some);
+    }
     let compiled = manifest.compile_node(
         &n.unique_id,
         &CompileOptions {
             is_incremental: incremental,
+            ..Default::default()
         },
     )?;
     let body = compiled.trim().trim_end_matches(';').trim_end();
@@ -1211,10 +1424,11 @@ async fn build_model(
         lake.table_exists(&t).await?
     };
     if other_kind {
+        let explain = format!("EXPLAIN {body}");
         session
-            .sql(&format!("EXPLAIN {body}"))
+            .sql(&explain)
             .await
-            .with_context(|| format!("{}: compiled SQL at {shown}", n.original_file_path))?;
+            .map_err(|e| models_errors::locate(n, &explain, &shown, e.into()))?;
         if is_table {
             lake.drop_view(&t).await?;
         } else {
@@ -1224,15 +1438,9 @@ async fn build_model(
     crate::models_docs::run_node_hooks(manifest, session, n, crate::models_docs::HookPhase::Pre)
         .await?;
     let mut rows = None;
-    for stmt in session
-        .parse(&sql)
-        .with_context(|| format!("{}: compiled SQL at {shown}", n.original_file_path))?
-    {
-        match session
-            .execute(stmt)
-            .await
-            .with_context(|| format!("{}: compiled SQL at {shown}", n.original_file_path))?
-        {
+    let located = |e: strata_engine::Error| models_errors::locate(n, &sql, &shown, e.into());
+    for stmt in session.parse(&sql).map_err(located)? {
+        match session.execute(stmt).await.map_err(located)? {
             StatementResult::Done { rows: r, .. } => rows = r,
             StatementResult::Rows { .. } => {}
         }
@@ -1243,15 +1451,18 @@ async fn build_model(
 }
 
 /// The statements that add an incremental model's new rows to its existing table, by
-/// `incremental_strategy`: `append` (INSERT), `merge` (MERGE INTO on `unique_key`) or
-/// `delete+insert` (rows matching the new keys removed, then the new rows inserted).
-/// Columns are the table's (`on_schema_change: ignore`).
+/// `incremental_strategy`: `append` (INSERT), `merge` (MERGE INTO on `unique_key`),
+/// `delete+insert` (rows matching the new keys removed, then the new rows inserted) or
+/// `insert_overwrite` (every partition of `partition_by` that the new rows hold replaced).
+/// The table's columns first follow the query's by `on_schema_change` (see
+/// [`sync_incremental_schema`]).
 async fn incremental_sql(
     session: &Session,
     n: &Node,
     relation: &str,
     body: &str,
 ) -> Result<String> {
+    sync_incremental_schema(session, n, relation, body).await?;
     let target = columns_of(session, &format!("SELECT * FROM {relation} LIMIT 0")).await?;
     let source = columns_of(
         session,
@@ -1271,7 +1482,13 @@ async fn incremental_sql(
             target.join(", ")
         );
     }
-    let keys: Vec<String> = match n.config.get("unique_key") {
+    let strategy_set = n.config.get_str("incremental_strategy");
+    let key_config = if strategy_set == Some("insert_overwrite") {
+        "partition_by"
+    } else {
+        "unique_key"
+    };
+    let keys: Vec<String> = match n.config.get(key_config) {
         None | Some(serde_json::Value::Null) => Vec::new(),
         Some(serde_json::Value::String(k)) => vec![k.clone()],
         Some(serde_json::Value::Array(ks)) => ks
@@ -1279,14 +1496,18 @@ async fn incremental_sql(
             .map(|k| {
                 k.as_str().map(str::to_string).with_context(|| {
                     format!(
-                        "{}: `unique_key` entries must be column names",
+                        "{}: `{key_config}` entries must be column names",
                         n.original_file_path
                     )
                 })
             })
             .collect::<Result<_>>()?,
+        // dbt-bigquery's form: `partition_by: {field: day, data_type: date}`.
+        Some(serde_json::Value::Object(o)) if o.get("field").is_some_and(|f| f.is_string()) => {
+            vec![o["field"].as_str().unwrap_or_default().to_string()]
+        }
         Some(_) => anyhow::bail!(
-            "{}: `unique_key` must be a column name or a list of column names",
+            "{}: `{key_config}` must be a column name or a list of column names",
             n.original_file_path
         ),
     };
@@ -1296,7 +1517,7 @@ async fn incremental_sql(
     } else {
         "delete+insert"
     };
-    let strategy = n.config.get_str("incremental_strategy").unwrap_or(default);
+    let strategy = strategy_set.unwrap_or(default);
     let col_list = cols.join(", ");
     let insert = format!(
         "INSERT INTO {relation} ({col_list})\nSELECT {col_list} FROM (\n{body}\n) AS dbt_new"
@@ -1309,7 +1530,7 @@ async fn incremental_sql(
     let need_keys = || -> Result<()> {
         if keys.is_empty() {
             anyhow::bail!(
-                "{}: incremental_strategy `{strategy}` needs a `unique_key`",
+                "{}: incremental_strategy `{strategy}` needs a `{key_config}`",
                 n.original_file_path
             );
         }
@@ -1339,19 +1560,377 @@ async fn incremental_sql(
                  WHEN NOT MATCHED THEN INSERT ({col_list}) VALUES ({values})"
             )
         }
-        "delete+insert" => {
+        "delete+insert" | "insert_overwrite" => {
             need_keys()?;
+            // One MERGE, so one commit and one snapshot: the new rows are read once from
+            // the table as it was (a query on `{{ this }}` is not affected by its own
+            // deletes), beside one marker row per distinct key. Markers delete the
+            // table's rows with their key; the new rows never match and are inserted.
+            if let Some(k) = keys.iter().find(|k| !cols.contains(k)) {
+                anyhow::bail!(
+                    "{}: `{key_config}` names {k}, which is not a column of both the query and {relation}",
+                    n.original_file_path
+                );
+            }
+            let markers = cols
+                .iter()
+                .map(|c| {
+                    if keys.contains(c) {
+                        c.clone()
+                    } else {
+                        format!("NULL AS {c}")
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join(", ");
+            let values = cols
+                .iter()
+                .map(|c| format!("dbt_s.{c}"))
+                .collect::<Vec<_>>()
+                .join(", ");
             format!(
-                "MERGE INTO {relation} AS dbt_t\nUSING (SELECT DISTINCT {} FROM (\n{body}\n) AS dbt_new) AS dbt_s\n\
-                 ON {on}\nWHEN MATCHED THEN DELETE;\n{insert}",
-                keys.join(", ")
+                "MERGE INTO {relation} AS dbt_t\nUSING (\n\
+                 SELECT {col_list}, false AS dbt_delete_marker FROM (\n{body}\n) AS dbt_new\n\
+                 UNION ALL\n\
+                 SELECT DISTINCT {markers}, true AS dbt_delete_marker FROM (\n{body}\n) AS dbt_new\n\
+                 ) AS dbt_s\n\
+                 ON {on} AND dbt_s.dbt_delete_marker\n\
+                 WHEN MATCHED THEN DELETE\n\
+                 WHEN NOT MATCHED AND NOT dbt_s.dbt_delete_marker THEN INSERT ({col_list}) VALUES ({values})"
             )
         }
         other => anyhow::bail!(
-            "{}: incremental_strategy `{other}` is not supported; use `append`, `merge` or `delete+insert`",
+            "{}: incremental_strategy `{other}` is not supported; use `append`, `merge`, `delete+insert`, `insert_overwrite` or `microbatch`",
             n.original_file_path
         ),
     })
+}
+
+/// A microbatch model's `batch_size`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BatchSize {
+    Hour,
+    Day,
+    Month,
+    Year,
+}
+
+impl BatchSize {
+    fn parse(s: &str) -> Option<Self> {
+        Some(match s.to_ascii_lowercase().as_str() {
+            "hour" => BatchSize::Hour,
+            "day" => BatchSize::Day,
+            "month" => BatchSize::Month,
+            "year" => BatchSize::Year,
+            _ => return None,
+        })
+    }
+
+    /// The start of the batch holding `t`.
+    fn truncate(self, t: NaiveDateTime) -> NaiveDateTime {
+        use chrono::{Datelike, NaiveDate, NaiveTime, Timelike};
+        let day = |d: NaiveDate| d.and_time(NaiveTime::MIN);
+        match self {
+            BatchSize::Hour => t
+                .with_minute(0)
+                .and_then(|t| t.with_second(0))
+                .and_then(|t| t.with_nanosecond(0))
+                .unwrap_or(t),
+            BatchSize::Day => day(t.date()),
+            BatchSize::Month => day(t.date().with_day(1).unwrap_or(t.date())),
+            BatchSize::Year => day(NaiveDate::from_ymd_opt(t.year(), 1, 1).unwrap_or(t.date())),
+        }
+    }
+
+    /// `t` moved by `k` batches (negative: back).
+    fn step(self, t: NaiveDateTime, k: i32) -> NaiveDateTime {
+        let months = |m: i32| {
+            let m = chrono::Months::new(m.unsigned_abs());
+            if k >= 0 {
+                t.checked_add_months(m)
+            } else {
+                t.checked_sub_months(m)
+            }
+            .unwrap_or(t)
+        };
+        match self {
+            BatchSize::Hour => t + chrono::Duration::hours(i64::from(k)),
+            BatchSize::Day => t + chrono::Duration::days(i64::from(k)),
+            BatchSize::Month => months(k),
+            BatchSize::Year => months(k * 12),
+        }
+    }
+}
+
+/// Builds a `microbatch` incremental model (dbt 1.9) one time window at a time: each batch
+/// compiles the model with its upstream `event_time` relations filtered to the window,
+/// then replaces that window of the table (rows whose `event_time` falls in it) with the
+/// batch's rows. The first build runs from `begin`; later runs rebuild the current batch
+/// and `lookback` batches before it (default 1); `--event-time-start`/`--event-time-end`
+/// choose the range, e.g. for a backfill. Returns the rows written.
+async fn build_microbatch(
+    manifest: &Manifest,
+    session: &Session,
+    n: &Node,
+    run_dir: &Path,
+    incremental: bool,
+    args: &ModelArgs,
+) -> Result<u64> {
+    let file = &n.original_file_path;
+    let event_time = n.config.get_str("event_time").with_context(|| {
+        format!(
+            "{file}: a microbatch model needs `event_time`: the column that places its rows in time"
+        )
+    })?;
+    let size = n
+        .config
+        .get_str("batch_size")
+        .and_then(BatchSize::parse)
+        .with_context(|| {
+            format!("{file}: a microbatch model needs `batch_size`: hour, day, month or year")
+        })?;
+    let lookback = match n.config.get("lookback") {
+        None | Some(serde_json::Value::Null) => 1,
+        Some(v) => v
+            .as_u64()
+            .and_then(|k| i32::try_from(k).ok())
+            .with_context(|| format!("{file}: `lookback` must be a number of batches"))?,
+    };
+    let now = manifest.generated_at.naive_utc();
+    let start = match args.event_time_start {
+        Some(t) => t,
+        None if incremental => size.step(size.truncate(now), -lookback),
+        None => {
+            let begin = n.config.get_str("begin").with_context(|| {
+                format!("{file}: a microbatch model needs `begin` (e.g. '2024-01-01') for its first build")
+            })?;
+            parse_event_time(begin).map_err(|e| anyhow::anyhow!("{file}: `begin`: {e}"))?
+        }
+    };
+    let end = args.event_time_end.unwrap_or(now);
+    if end <= start {
+        anyhow::bail!(
+            "{file}: the event-time range is empty ({start} to {end}); check `begin`, --event-time-start and --event-time-end"
+        );
+    }
+    let mut windows = Vec::new();
+    let mut b = size.truncate(start);
+    while b < end {
+        let next = size.step(b, 1);
+        windows.push((b, next));
+        b = next;
+    }
+    let relation = n.relation.render();
+    let t = lake_name(n)?;
+    session.lake().create_namespace(&t.namespace).await?;
+    let out = run_dir.join(&n.package_name).join(file);
+    if let Some(dir) = out.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let shown = out
+        .strip_prefix(&manifest.project.root)
+        .unwrap_or(&out)
+        .display()
+        .to_string();
+    let fmt = |t: NaiveDateTime| t.format("%Y-%m-%d %H:%M:%S").to_string();
+    let mut written = 0;
+    let mut all_sql = Vec::new();
+    crate::models_docs::run_node_hooks(manifest, session, n, crate::models_docs::HookPhase::Pre)
+        .await?;
+    for (i, (from, to)) in windows.iter().enumerate() {
+        let window = strata_models::EventTimeWindow {
+            start: fmt(*from),
+            end: fmt(*to),
+        };
+        let replace_all = i == 0 && !incremental;
+        let compiled = manifest.compile_node(
+            &n.unique_id,
+            &CompileOptions {
+                is_incremental: !replace_all,
+                event_time_window: Some(window.clone()),
+            },
+        )?;
+        let body = compiled.trim().trim_end_matches(';').trim_end();
+        let sql = if replace_all {
+            crate::models_checks::check_contract(session, n, body).await?;
+            format!("CREATE OR REPLACE TABLE {relation} AS\n{body}")
+        } else {
+            sync_incremental_schema(session, n, &relation, body).await?;
+            let target = columns_of(session, &format!("SELECT * FROM {relation} LIMIT 0")).await?;
+            let source = columns_of(
+                session,
+                &format!("SELECT * FROM (\n{body}\n) AS dbt_new LIMIT 0"),
+            )
+            .await
+            .with_context(|| format!("{file}: planning batch {}", window.start))?;
+            let cols: Vec<String> = target
+                .iter()
+                .filter(|c| source.contains(c))
+                .map(|c| quote_ident(c))
+                .collect();
+            let col_list = cols.join(", ");
+            let et = quote_ident(event_time);
+            // Plain string bounds: they coerce to the column's type (a DATE or a
+            // TIMESTAMP of any unit) without casting the column.
+            format!(
+                "DELETE FROM {relation} WHERE {et} >= '{}' AND {et} < '{}';\n\
+                 INSERT INTO {relation} ({col_list})\nSELECT {col_list} FROM (\n{body}\n) AS dbt_new",
+                window.start, window.end
+            )
+        };
+        all_sql.push(format!(
+            "-- batch {} to {}\n{sql};",
+            window.start, window.end
+        ));
+        std::fs::write(&out, all_sql.join("\n\n") + "\n")
+            .with_context(|| format!("writing {}", out.display()))?;
+        let located = |e: strata_engine::Error| models_errors::locate(n, &sql, &shown, e.into());
+        let mut rows = 0;
+        for stmt in session.parse(&sql).map_err(located)? {
+            if let StatementResult::Done { rows: Some(r), tag } =
+                session.execute(stmt).await.map_err(located)?
+                && !tag.starts_with("DELETE")
+            {
+                rows = r;
+            }
+        }
+        written += rows;
+    }
+    crate::models_docs::run_node_hooks(manifest, session, n, crate::models_docs::HookPhase::Post)
+        .await?;
+    Ok(written)
+}
+
+/// Brings an incremental model's table in line with its query's columns before new rows
+/// are added, by `on_schema_change` (dbt's four settings):
+/// - `ignore` (the default): the table keeps its columns; new query columns are left out,
+///   removed ones get NULL;
+/// - `fail`: any added, removed or retyped column stops the model, the table untouched;
+/// - `append_new_columns`: new columns are added (NULL in existing rows), none removed;
+/// - `sync_all_columns`: the table takes the query's columns exactly: new ones added,
+///   removed ones dropped, changed types cast, in one atomic rewrite.
+async fn sync_incremental_schema(
+    session: &Session,
+    n: &Node,
+    relation: &str,
+    body: &str,
+) -> Result<()> {
+    let setting = n.config.get_str("on_schema_change").unwrap_or("ignore");
+    if !matches!(
+        setting,
+        "ignore" | "fail" | "append_new_columns" | "sync_all_columns"
+    ) {
+        anyhow::bail!(
+            "{}: on_schema_change `{setting}` is not one of ignore, fail, append_new_columns, sync_all_columns",
+            n.original_file_path
+        );
+    }
+    if setting == "ignore" {
+        return Ok(());
+    }
+    let target =
+        crate::models_checks::query_schema(session, &format!("SELECT * FROM {relation} LIMIT 0"))
+            .await?;
+    let source = crate::models_checks::query_schema(
+        session,
+        &format!("SELECT * FROM (\n{body}\n) AS dbt_new LIMIT 0"),
+    )
+    .await
+    .with_context(|| format!("{}: planning the incremental query", n.original_file_path))?;
+    let added: Vec<&Field> = source
+        .fields()
+        .iter()
+        .filter(|f| target.field_with_name(f.name()).is_err())
+        .map(|f| f.as_ref())
+        .collect();
+    let removed: Vec<&Field> = target
+        .fields()
+        .iter()
+        .filter(|f| source.field_with_name(f.name()).is_err())
+        .map(|f| f.as_ref())
+        .collect();
+    let retyped: Vec<(&Field, &Field)> = source
+        .fields()
+        .iter()
+        .filter_map(|f| {
+            let t = target.field_with_name(f.name()).ok()?;
+            (!crate::models_checks::same_type(t.data_type(), f.data_type()))
+                .then_some((t, f.as_ref()))
+        })
+        .collect();
+    if added.is_empty() && removed.is_empty() && retyped.is_empty() {
+        return Ok(());
+    }
+    let ty = |f: &Field| crate::models_checks::sql_type(f.data_type());
+    let names = |fs: &[&Field]| -> String {
+        fs.iter()
+            .map(|f| format!("{} {}", f.name(), ty(f)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let t = lake_name(n)?;
+    match setting {
+        "fail" => {
+            let mut lines = vec![format!(
+                "{}: the columns of the query and of {relation} differ, and on_schema_change is `fail`:",
+                n.original_file_path
+            )];
+            if !added.is_empty() {
+                lines.push(format!("  new in the query: {}", names(&added)));
+            }
+            if !removed.is_empty() {
+                lines.push(format!("  gone from the query: {}", names(&removed)));
+            }
+            for (old, new) in &retyped {
+                lines.push(format!(
+                    "  retyped: {} {} -> {}",
+                    new.name(),
+                    ty(old),
+                    ty(new)
+                ));
+            }
+            lines.push(
+                "The table is unchanged. Use `on_schema_change: append_new_columns` or `sync_all_columns`, or rebuild it with `--full-refresh`.".into(),
+            );
+            anyhow::bail!(lines.join("\n"))
+        }
+        "append_new_columns" => {
+            if !added.is_empty() {
+                let schema = Arc::new(Schema::new(
+                    added.iter().map(|f| (*f).clone()).collect::<Vec<_>>(),
+                ));
+                session.lake().add_columns(&t, &schema).await?;
+            }
+        }
+        _ => {
+            // sync_all_columns: one rewrite of the table with the query's columns, in its
+            // order; existing values cast, new columns NULL.
+            let select: Vec<String> = source
+                .fields()
+                .iter()
+                .map(|f| {
+                    let q = quote_ident(f.name());
+                    let arrow_type = f.data_type().to_string();
+                    match target.field_with_name(f.name()) {
+                        Ok(t) if crate::models_checks::same_type(t.data_type(), f.data_type()) => q,
+                        Ok(_) => format!("arrow_cast({q}, '{arrow_type}') AS {q}"),
+                        Err(_) => format!("arrow_cast(NULL, '{arrow_type}') AS {q}"),
+                    }
+                })
+                .collect();
+            let sql = format!(
+                "CREATE OR REPLACE TABLE {relation} AS SELECT {} FROM {relation}",
+                select.join(", ")
+            );
+            session.sql(&sql).await.with_context(|| {
+                format!(
+                    "{}: on_schema_change `sync_all_columns`: changing the columns of {relation}",
+                    n.original_file_path
+                )
+            })?;
+        }
+    }
+    Ok(())
 }
 
 /// How a snapshot detects a changed row.

@@ -1,12 +1,13 @@
 //! The schema-change log that ingestion writes and `strata sources history` reads.
 
-use strata_meta::{NewRun, NodeResult, RunId, SchemaChange};
+use strata_meta::{LineageEdge, NewRun, NodeResult, RunId, SchemaChange};
 
 use crate::support::{TestDb, backend_tests};
 
 backend_tests!(
     schema_changes_are_logged_newest_first,
-    node_results_are_kept_in_order
+    node_results_are_kept_in_order,
+    column_lineage_is_replaced_per_model_and_read_both_ways
 );
 
 fn change(source: &str, column: &str, change: &str, action: &str) -> SchemaChange {
@@ -78,5 +79,106 @@ async fn node_results_are_kept_in_order(db: &TestDb) {
     ];
     store.record_node_results(&run, &results).await.unwrap();
     assert_eq!(store.node_results(&run).await.unwrap(), results);
+    store.close().await;
+}
+
+fn edge(
+    node: &str,
+    position: i64,
+    column: Option<&str>,
+    up: (&str, &str),
+    kind: &str,
+) -> LineageEdge {
+    LineageEdge {
+        node: node.into(),
+        position,
+        column: column.map(str::to_string),
+        upstream_node: up.0.into(),
+        upstream_column: up.1.into(),
+        kind: kind.into(),
+    }
+}
+
+async fn column_lineage_is_replaced_per_model_and_read_both_ways(db: &TestDb) {
+    let store = db.connect().await;
+    let orders = "model.shop.orders";
+    let first = vec![
+        edge(
+            orders,
+            -1,
+            None,
+            ("seed.shop.raw_orders", "status"),
+            "filtered_by",
+        ),
+        edge(
+            orders,
+            0,
+            Some("order_id"),
+            ("seed.shop.raw_orders", "id"),
+            "copied",
+        ),
+        edge(
+            orders,
+            1,
+            Some("amount"),
+            ("seed.shop.raw_orders", "cents"),
+            "transformed",
+        ),
+    ];
+    store
+        .replace_column_lineage(None, orders, &first)
+        .await
+        .unwrap();
+    let totals = "model.shop.customer_totals";
+    let other = vec![edge(
+        totals,
+        0,
+        Some("total"),
+        (orders, "amount"),
+        "aggregated",
+    )];
+    store
+        .replace_column_lineage(None, totals, &other)
+        .await
+        .unwrap();
+    assert_eq!(store.column_lineage(orders).await.unwrap(), first);
+
+    // A rebuild replaces the model's edges and leaves the others alone.
+    let second = vec![edge(
+        orders,
+        0,
+        Some("order_id"),
+        ("seed.shop.raw_orders", "id"),
+        "copied",
+    )];
+    store
+        .replace_column_lineage(None, orders, &second)
+        .await
+        .unwrap();
+    assert_eq!(store.column_lineage(orders).await.unwrap(), second);
+    assert_eq!(store.column_lineage(totals).await.unwrap(), other);
+
+    // Downstream: who reads orders.amount, who reads anything of raw_orders.
+    assert_eq!(
+        store
+            .column_lineage_downstream(orders, Some("amount"))
+            .await
+            .unwrap(),
+        other
+    );
+    assert!(
+        store
+            .column_lineage_downstream(orders, Some("order_id"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        store
+            .column_lineage_downstream("seed.shop.raw_orders", None)
+            .await
+            .unwrap(),
+        second
+    );
     store.close().await;
 }

@@ -58,7 +58,8 @@ fn config_this_target_and_incremental() {
         render_with(
             sql,
             &CompileOptions {
-                is_incremental: true
+                is_incremental: true,
+                ..Default::default()
             }
         ),
         "select 1 where x > (select max(x) from analytics.probe)"

@@ -3,6 +3,7 @@
 
 mod crash;
 mod errors;
+mod incremental;
 mod models;
 mod s3;
 mod sources;

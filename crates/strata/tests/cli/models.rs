@@ -1366,6 +1366,30 @@ fn lineage_traces_model_columns_upstream_and_downstream() {
     ok(&dir, &["seed"]);
     ok(&dir, &["run"]);
 
+    // `run` records each built model's lineage in the metadata store, by node id.
+    let db = dir.join(".strata/strata.db");
+    let o = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); print('\\n'.join(f'{p} {c} <- {u}.{uc} {k}' for p,c,u,uc,k in c.execute(\"select position, column_name, upstream_node, upstream_column, kind from column_lineage where node = 'model.shop.customer_totals' order by position, upstream_node, upstream_column\")))",
+            db.to_str().unwrap(),
+        ])
+        .output()
+        .expect("python3 runs");
+    let recorded = String::from_utf8_lossy(&o.stdout).to_string();
+    assert_eq!(
+        recorded,
+        "-1 None <- model.shop.stg_customers.customer_id filtered_by\n\
+         -1 None <- seed.shop.raw_orders.customer_id filtered_by\n\
+         0 customer_id <- model.shop.stg_customers.customer_id copied\n\
+         1 name <- model.shop.stg_customers.name copied\n\
+         2 zip <- model.shop.stg_customers.zip copied\n\
+         3 orders <- seed.shop.raw_orders.id aggregated\n\
+         4 total <- seed.shop.raw_orders.amount aggregated\n",
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+
     let out = ok(&dir, &["lineage", "customer_totals"]);
     for line in [
         "customer_totals.customer_id\n  ← stg_customers.customer_id (copied)\n    ← raw_customers.id (copied)\n",
@@ -1400,5 +1424,145 @@ fn lineage_traces_model_columns_upstream_and_downstream() {
     assert!(
         err.contains("model `customer_totals` has no column `nope`"),
         "{err}"
+    );
+}
+
+#[test]
+fn store_failures_keeps_each_tests_failing_rows_in_the_audit_schema() {
+    let (_tmp, dir) = project();
+    write_shop(&dir);
+    write_shop_tests(&dir);
+    std::fs::write(
+        dir.join("tests/assert_no_negative_totals.sql"),
+        "{{ config(store_failures=true) }}\n\
+         select * from {{ ref('customer_totals') }} where total < 0\n",
+    )
+    .unwrap();
+    ok(&dir, &["seed"]);
+    ok(&dir, &["run"]);
+
+    // Only the test configured with `store_failures` keeps its rows (none: it passes).
+    let o = strata(&dir, &["test"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    let tables = ok(&dir, &["tables", "analytics_dbt_test__audit"]);
+    assert!(tables.contains("assert_no_negative_totals"), "{tables}");
+    assert!(!tables.contains("accepted_values"), "{tables}");
+    assert_eq!(
+        ok(
+            &dir,
+            &[
+                "sql",
+                "select count(*) as n from analytics_dbt_test__audit.assert_no_negative_totals",
+                "--format",
+                "csv"
+            ]
+        ),
+        "n\n0\n"
+    );
+
+    // `--store-failures` keeps every test's, and the failure says where to look.
+    let o = strata(&dir, &["test", "--store-failures"]);
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    let audit = "analytics_dbt_test__audit.accepted_values_stg_customers_name__ada__bob";
+    assert!(
+        out.contains(&format!("See test failures:\n    select * from {audit}")),
+        "{out}"
+    );
+    assert_eq!(
+        ok(
+            &dir,
+            &[
+                "sql",
+                &format!("select value_field, n_records from {audit}"),
+                "--format",
+                "csv"
+            ]
+        ),
+        "value_field,n_records\nCy,1\n"
+    );
+}
+
+#[test]
+fn sql_errors_point_at_the_model_files_line() {
+    let (_tmp, dir) = project();
+    write_shop(&dir);
+    ok(&dir, &["seed"]);
+    std::fs::write(
+        dir.join("models/marts/customer_totals.sql"),
+        "{{ config(materialized='table') }}\n\
+         select c.customer_id,\n\
+         \x20   sum(o.amout) as total\n\
+         from {{ ref('stg_customers') }} c\n\
+         left join {{ ref('stg_orders') }} o on o.customer_id = c.customer_id\n\
+         group by 1\n",
+    )
+    .unwrap();
+    let o = strata(&dir, &["run"]);
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    for line in [
+        "models/marts/customer_totals.sql:3:9: No field named o.amout. Did you mean 'o.amount'?",
+        "    3 |     sum(o.amout) as total\n      |         ^\n",
+        "(compiled SQL: target/run/shop/models/marts/customer_totals.sql:6:9)",
+    ] {
+        assert!(out.contains(line), "missing {line:?} in:\n{out}");
+    }
+
+    // A syntax error too, past a line of Jinja that renders differently.
+    std::fs::write(
+        dir.join("models/marts/customer_totals.sql"),
+        "{{ config(materialized='table') }}\n\
+         select c.customer_id\n\
+         from {{ ref('stg_customers') }} c\n\
+         where c.customer_id >> 1 and and 2\n",
+    )
+    .unwrap();
+    let o = strata(&dir, &["run"]);
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(out.contains("models/marts/customer_totals.sql:4:"), "{out}");
+    assert!(
+        out.contains("    4 | where c.customer_id >> 1 and and 2"),
+        "{out}"
+    );
+}
+
+#[test]
+fn show_previews_a_model_or_an_inline_query() {
+    let (_tmp, dir) = project();
+    write_shop(&dir);
+    ok(&dir, &["seed"]);
+    // The model need not be built: its compiled query runs over its parents.
+    ok(&dir, &["run", "--select", "stg_customers"]);
+    let out = ok(
+        &dir,
+        &["show", "--select", "customer_totals", "--limit", "10"],
+    );
+    assert!(out.contains("Previewing node 'customer_totals':"), "{out}");
+    assert!(out.contains("Ada") && out.contains("19.75"), "{out}");
+
+    let out = ok(
+        &dir,
+        &[
+            "show",
+            "--inline",
+            "select name from {{ ref('stg_customers') }} order by name",
+            "--limit",
+            "2",
+        ],
+    );
+    assert!(out.contains("Previewing inline query:"), "{out}");
+    assert!(
+        out.contains("Ada") && out.contains("Bob") && !out.contains("Cy"),
+        "{out}"
+    );
+
+    let o = strata(&dir, &["show"]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("`strata show` needs `--select <model>` or `--inline"),
+        "{}",
+        stderr(&o)
     );
 }
