@@ -21,6 +21,11 @@ impl Dialect for StrataDialect {
         true
     }
 
+    /// DuckDB's `ORDER BY ALL` (`compat.rs` spells it out for DataFusion).
+    fn supports_order_by_all(&self) -> bool {
+        true
+    }
+
     fn is_delimited_identifier_start(&self, ch: char) -> bool {
         self.0.is_delimited_identifier_start(ch)
     }

@@ -158,6 +158,7 @@ impl EngineInner {
             .with_query_planner(deltalake::delta_datafusion::planner::DeltaPlanner::new())
             .build();
         let ctx = SessionContext::new_with_state(state).enable_url_table();
+        crate::compat::register(&ctx);
         ctx.register_catalog(
             CATALOG,
             Arc::clone(&self.catalog) as Arc<dyn CatalogProvider>,
@@ -211,7 +212,7 @@ impl Session {
     pub fn parse(&self, sql: &str) -> Result<Vec<DFStatement>> {
         let stmts = DFParser::parse_sql_with_dialect(sql, &StrataDialect::default())
             .map_err(Error::from)?;
-        Ok(stmts.into_iter().collect())
+        stmts.into_iter().map(crate::compat::rewrite).collect()
     }
 
     /// Runs every statement of `sql` and returns the result of the last one, with the rows

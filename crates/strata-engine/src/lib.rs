@@ -27,6 +27,7 @@
 #![warn(missing_docs)]
 
 mod catalog;
+mod compat;
 mod dialect;
 mod dml;
 mod engine;

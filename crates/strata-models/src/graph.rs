@@ -405,6 +405,15 @@ pub(crate) fn closest<'a>(
         .map(|(_, c)| c.to_string())
 }
 
+/// Hex MD5, as dbt hashes long test names.
+fn md5(s: &str) -> String {
+    use md5::Digest;
+    md5::Md5::digest(s.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 pub(crate) fn sha256(s: &str) -> String {
     let mut h = Sha256::new();
     h.update(s.as_bytes());
@@ -572,7 +581,7 @@ impl TestTarget {
     fn label(&self) -> String {
         match self {
             TestTarget::Ref(m) => m.clone(),
-            TestTarget::Source(s, t) => format!("source_{s}_{t}"),
+            TestTarget::Source(s, t) => format!("{s}_{t}"),
         }
     }
 }
@@ -627,7 +636,7 @@ fn test_name(
     let full = format!("{prefix}{test}_{model}_{}", flat.join("__"));
     if full.len() >= 64 {
         let ident: String = format!("{prefix}{test}_{model}").chars().take(30).collect();
-        format!("{ident}_{}", &sha256(&full)[..32])
+        format!("{ident}_{}", md5(&full))
     } else {
         full
     }
@@ -1602,6 +1611,11 @@ impl Builder<'_> {
             }
             kwargs.extend(args);
             let name = custom_name.unwrap_or_else(|| {
+                // dbt names a source's test `source_<test>_<source>_<table>_…`.
+                let test = match &t.target {
+                    TestTarget::Source(..) => format!("source_{test}"),
+                    TestTarget::Ref(_) => test.clone(),
+                };
                 test_name(namespace.as_deref(), &test, &t.target.label(), &kwargs)
             });
             let mut call_args = vec![format!("model=get_where_subquery({})", t.target.jinja())];

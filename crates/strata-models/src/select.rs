@@ -211,10 +211,11 @@ fn glob(pattern: &str, text: &str) -> bool {
 
 fn fqn_matches(fqn: &[String], pattern: &str) -> bool {
     let parts: Vec<&str> = pattern.split('.').collect();
-    // A bare name matches the last part; a dotted pattern matches a prefix of the fqn or the
-    // fqn without its package, and its last part may be the node name.
-    if parts.len() == 1 {
-        return fqn.last().is_some_and(|l| glob(pattern, l));
+    // As dbt's `_node_is_match`: a bare name matches the node's name; any pattern matches a
+    // prefix of the fqn (so a package name selects the package) or of the fqn without its
+    // package (so `marts` or `marts.finance` selects a folder, `staging.stg_orders` a node).
+    if parts.len() == 1 && fqn.last().is_some_and(|l| glob(pattern, l)) {
+        return true;
     }
     let try_from = |skip: usize| {
         let f = &fqn[skip.min(fqn.len())..];

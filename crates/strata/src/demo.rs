@@ -2,6 +2,8 @@
 //!
 //! Data is generated deterministically (same `--scale`, same rows, on every machine) and
 //! loaded into the `raw` namespace: customers, products, orders, order_items, payments.
+//! A dbt project ([`DBT_PROJECT`], the files of `crates/strata/demo/`) models them into
+//! staging views and mart tables, ending in an RFV segmentation of the customers.
 
 use std::sync::Arc;
 
@@ -354,28 +356,93 @@ fn ascii_lower(s: &str) -> String {
         .collect()
 }
 
-/// The report printed at the end of the demo: (title, SQL).
+/// The report printed at the end of the demo, from the marts `strata build` made: (title,
+/// SQL).
 pub(crate) const REPORT: &[(&str, &str)] = &[
     (
         "Revenue by month (last 12 months, completed and shipped orders)",
-        "SELECT date_trunc('month', o.ordered_at)::date AS month,
-                count(DISTINCT o.order_id) AS orders,
-                sum(i.quantity * i.unit_price) AS revenue
-         FROM raw.orders o JOIN raw.order_items i ON i.order_id = o.order_id
-         WHERE o.status IN ('completed', 'shipped')
-         GROUP BY 1 ORDER BY 1 DESC LIMIT 12",
+        "SELECT order_month AS month, count(*) AS orders, sum(revenue) AS revenue
+         FROM analytics.fct_orders
+         WHERE is_revenue
+         GROUP BY order_month ORDER BY month DESC LIMIT 12",
     ),
     (
         "Top 5 products by revenue",
-        "SELECT p.name, p.category, sum(i.quantity) AS units,
-                sum(i.quantity * i.unit_price) AS revenue
-         FROM raw.order_items i
-         JOIN raw.orders o ON o.order_id = i.order_id
-         JOIN raw.products p ON p.product_id = i.product_id
-         WHERE o.status IN ('completed', 'shipped')
-         GROUP BY p.name, p.category ORDER BY revenue DESC LIMIT 5",
+        "SELECT p.product_name AS name, p.category, sum(i.quantity) AS units,
+                sum(i.line_amount) AS revenue
+         FROM analytics.stg_order_items i
+         JOIN analytics.fct_orders o ON o.order_id = i.order_id
+         JOIN analytics.stg_products p ON p.product_id = i.product_id
+         WHERE o.is_revenue
+         GROUP BY p.product_name, p.category ORDER BY revenue DESC LIMIT 5",
+    ),
+    (
+        "Customers by RFV segment (analytics.customer_rfv)",
+        "SELECT r.segment_name AS segment, count(*) AS customers,
+                round(avg(r.recency_days)) AS avg_days_since_order,
+                round(avg(r.frequency), 1) AS avg_orders,
+                sum(r.monetary_value) AS revenue
+         FROM analytics.customer_rfv r
+         JOIN analytics.rfv_segments s ON s.segment_code = r.segment_code
+         GROUP BY r.segment_name, s.priority ORDER BY s.priority",
     ),
 ];
+
+/// `(path, text)` of a file of the demo's dbt project, embedded from `crates/strata/demo/`.
+macro_rules! demo_file {
+    ($path:literal) => {
+        ($path, include_str!(concat!("../demo/", $path)))
+    };
+}
+
+/// The demo's dbt project (`crates/strata/demo/`): raw sources → staging views →
+/// ephemeral intermediate models → mart tables (`fct_orders`, `dim_customers`,
+/// `customer_rfv`), seeds, a snapshot, data and unit tests, docs. Plain dbt: it also builds
+/// with dbt-core and dbt-duckdb.
+pub(crate) const DBT_PROJECT: &[(&str, &str)] = &[
+    demo_file!("dbt_project.yml"),
+    demo_file!("models/docs.md"),
+    demo_file!("models/intermediate/_intermediate.yml"),
+    demo_file!("models/intermediate/int_customer_orders.sql"),
+    demo_file!("models/intermediate/int_order_totals.sql"),
+    demo_file!("models/marts/_marts.yml"),
+    demo_file!("models/marts/_unit_tests.yml"),
+    demo_file!("models/marts/customer_rfv.sql"),
+    demo_file!("models/marts/dim_customers.sql"),
+    demo_file!("models/marts/fct_orders.sql"),
+    demo_file!("models/staging/_sources.yml"),
+    demo_file!("models/staging/_staging.yml"),
+    demo_file!("models/staging/stg_customers.sql"),
+    demo_file!("models/staging/stg_order_items.sql"),
+    demo_file!("models/staging/stg_orders.sql"),
+    demo_file!("models/staging/stg_payments.sql"),
+    demo_file!("models/staging/stg_products.sql"),
+    demo_file!("seeds/_seeds.yml"),
+    demo_file!("seeds/country_regions.csv"),
+    demo_file!("seeds/rfv_segments.csv"),
+    demo_file!("snapshots/customers_snapshot.sql"),
+    demo_file!("tests/assert_orders_are_paid_in_full.sql"),
+    demo_file!("tests/generic/is_between.sql"),
+];
+
+/// Writes the files of [`DBT_PROJECT`] that `root` does not hold yet, so a rerun keeps the
+/// user's edits. Returns the paths written.
+pub(crate) fn write_dbt_project(root: &std::path::Path) -> Result<Vec<&'static str>> {
+    let mut written = Vec::new();
+    for (path, text) in DBT_PROJECT {
+        let file = root.join(path);
+        if file.exists() {
+            continue;
+        }
+        if let Some(dir) = file.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        std::fs::write(&file, text)
+            .map_err(|e| anyhow::anyhow!("writing {}: {e}", file.display()))?;
+        written.push(*path);
+    }
+    Ok(written)
+}
 
 /// Where the demo's operational data lives before Strata ingests it.
 pub(crate) enum Operational<'a> {
@@ -680,6 +747,47 @@ fn write_products_json(dir: &std::path::Path, batches: &[RecordBatch]) -> Result
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_embedded_dbt_project_lists_every_file_of_the_demo_folder() {
+        fn walk(dir: &std::path::Path, root: &std::path::Path, out: &mut Vec<String>) {
+            for entry in std::fs::read_dir(dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    walk(&path, root, out);
+                } else {
+                    let rel = path.strip_prefix(root).unwrap();
+                    out.push(rel.to_string_lossy().replace('\\', "/"));
+                }
+            }
+        }
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("demo");
+        let mut on_disk = Vec::new();
+        walk(&root, &root, &mut on_disk);
+        on_disk.sort();
+        let mut embedded: Vec<String> = DBT_PROJECT.iter().map(|(p, _)| p.to_string()).collect();
+        embedded.sort();
+        assert_eq!(
+            on_disk, embedded,
+            "add new files of crates/strata/demo/ to demo::DBT_PROJECT"
+        );
+    }
+
+    #[test]
+    fn writing_the_dbt_project_again_keeps_edits_and_restores_missing_files() {
+        let tmp = tempfile::tempdir().unwrap();
+        let written = write_dbt_project(tmp.path()).unwrap();
+        assert_eq!(written.len(), DBT_PROJECT.len());
+        let edited = tmp.path().join("seeds/rfv_segments.csv");
+        std::fs::write(&edited, "segment_code\nvip\n").unwrap();
+        std::fs::remove_file(tmp.path().join("models/marts/customer_rfv.sql")).unwrap();
+        let written = write_dbt_project(tmp.path()).unwrap();
+        assert_eq!(written, ["models/marts/customer_rfv.sql"]);
+        assert_eq!(
+            std::fs::read_to_string(&edited).unwrap(),
+            "segment_code\nvip\n"
+        );
+    }
 
     #[test]
     fn generation_is_deterministic() {

@@ -269,9 +269,10 @@ Examples:
         #[arg(long, default_value_t = 20)]
         limit: u32,
     },
-    /// Create and load a ready e-commerce project, then print a short report.
+    /// Create and load a ready e-commerce project, build its dbt models, then print a short
+    /// report.
     #[command(
-        after_help = "The demo writes a shop's operational data the way real systems hold it (an application\ndatabase, CSV exports, a JSON catalog), declares them as sources and ingests them.\n\nExamples:\n  strata demo\n  strata demo /tmp/shop --scale 1000000\n  strata demo --postgres postgres://postgres@localhost/test"
+        after_help = "The demo writes a shop's operational data the way real systems hold it (an application\ndatabase, CSV exports, a JSON catalog), declares them as sources and ingests them. Then it\nwrites a dbt project (staging views, intermediate models, marts with an RFV segmentation of\nthe customers, seeds, a snapshot, tests and docs; files you changed are kept) and builds it\nwith `strata build`.\n\nExamples:\n  strata demo\n  strata demo /tmp/shop --scale 1000000\n  strata demo --postgres postgres://postgres@localhost/test"
     )]
     Demo {
         /// Where to create the project.
@@ -1017,6 +1018,28 @@ async fn run_demo(cli: &Cli, dir: &Path, scale: u64, postgres: Option<&str>) -> 
             started.elapsed()
         );
     }
+    let written = demo::write_dbt_project(&ctx.project.root)?;
+    if !ctx.quiet {
+        let note = match written.len() {
+            0 => "kept as it is".to_string(),
+            n if n == demo::DBT_PROJECT.len() => "written".to_string(),
+            n => format!("{n} missing file(s) written, the others kept"),
+        };
+        println!(
+            "The analytics: a dbt project (dbt_project.yml, models/, seeds/, snapshots/, tests/; {note}) of staging views, intermediate models and marts.\n\nBuilding it with `strata build`:"
+        );
+    }
+    // `strata build` with its defaults: every node, into the `analytics` schema.
+    let build_args = {
+        use clap::{Args, FromArgMatches};
+        let matches = models_cmd::ModelArgs::augment_args(clap::Command::new("build"))
+            .try_get_matches_from(["build"])?;
+        models_cmd::ModelArgs::from_arg_matches(&matches)?
+    };
+    models_cmd::build(&ctx, Some(&ctx.project.root), &build_args, false).await?;
+    if !ctx.quiet {
+        println!();
+    }
     let session = ctx.engine.session().await?;
     for (title, sql) in demo::REPORT {
         let batches = session.sql(sql).await?;
@@ -1039,7 +1062,7 @@ async fn run_demo(cli: &Cli, dir: &Path, scale: u64, postgres: Option<&str>) -> 
             .map(|p| p.display().to_string())
             .unwrap_or_else(|_| "strata".into());
         println!(
-            "Try it yourself (the binary is {exe}; `cargo install --path crates/strata` puts `strata` on your PATH):\n  cd {}\n  strata tables\n  strata sql \"select status, count(*) from raw.orders group by status\"\n  strata shell",
+            "Try it yourself (the binary is {exe}; `cargo install --path crates/strata` puts `strata` on your PATH):\n  cd {}\n  strata tables\n  strata sql \"select segment_name, count(*) from analytics.customer_rfv group by 1\"\n  strata build                       # seeds, models, snapshot and tests again\n  strata lineage customer_rfv        # where each column comes from\n  strata docs generate               # target/manifest.json and catalog.json\n  strata shell",
             dir.display()
         );
     }

@@ -1084,6 +1084,12 @@ impl<'a> Execution<'a> {
         for line in manifest.renderer.take_logs() {
             eprintln!("{line}");
         }
+        // As dbt, every command leaves the project's manifest for `--state` and tools.
+        strata_models::write_manifest(
+            manifest,
+            &BTreeMap::new(),
+            &manifest.project.root.join("target"),
+        )?;
         report.finish(ctx, self.noun)
     }
 }
@@ -2122,7 +2128,9 @@ async fn build_snapshot(
                 };
                 let parts: Vec<String> = check
                     .iter()
-                    .map(|c| format!("dbt_cur.{c} IS DISTINCT FROM dbt_new.{c}"))
+                    // Parenthesised: the parser reads `a IS DISTINCT FROM b OR …` with the
+                    // whole `b OR …` as the right-hand side.
+                    .map(|c| format!("(dbt_cur.{c} IS DISTINCT FROM dbt_new.{c})"))
                     .collect();
                 format!("({})", parts.join(" OR "))
             }

@@ -66,7 +66,16 @@ pub(crate) async fn generate(
         println!("Building catalog");
     }
     let session = ctx.engine.session().await?;
-    let catalog = catalog(&manifest, &session, &order).await?;
+    // Sources are never selected as nodes; the catalog lists every one the lake holds.
+    let mut described = order.clone();
+    described.extend(
+        manifest
+            .nodes
+            .keys()
+            .filter(|id| id.starts_with("source.") && !order.contains(id))
+            .cloned(),
+    );
+    let catalog = catalog(&manifest, &session, &described).await?;
     let catalog_path = target.join("catalog.json");
     std::fs::write(
         &catalog_path,

@@ -110,4 +110,14 @@ macro_rules! slt {
     };
 }
 
-slt!(ddl, dml, merge, time_travel, views, files, errors, types);
+slt!(
+    ddl,
+    dml,
+    merge,
+    time_travel,
+    views,
+    files,
+    errors,
+    types,
+    compat
+);

@@ -61,7 +61,7 @@ fn nodes_of_each_kind() {
     for t in [
         "unique_stg_customers_customer_id",
         "not_null_stg_orders_order_id",
-        "not_null_source_shop_events_event_id",
+        "source_not_null_shop_events_event_id",
         "relationships_orders_customer_id__customer_id__ref_customers_",
         "is_positive_orders_amount",
         "assert_no_negative_payments",

@@ -229,3 +229,22 @@ fn bad_selection_is_explained() {
     .unwrap_err();
     assert!(err.to_string().contains("--state"), "{err}");
 }
+
+#[test]
+fn bare_names_select_folders_and_packages_as_dbt_does() {
+    // A folder of the root project, with and without the package name.
+    let marts = set(&["orders", "customers"]);
+    assert_eq!(names(&["marts"], &["resource_type:test"]), marts);
+    assert_eq!(
+        names(&["jaffle_shop.marts"], &["resource_type:test"]),
+        marts
+    );
+    // A package name selects the package's nodes.
+    assert_eq!(
+        names(&["shop_utils"], &["resource_type:test"]),
+        set(&["util_calendar"])
+    );
+    // A folder and a node under it.
+    assert_eq!(names(&["marts.orders"], &[]), set(&["orders"]));
+    assert_eq!(names(&["nope"], &[]), set(&[]));
+}

@@ -2,6 +2,8 @@
 //! real lake on disk.
 
 mod crash;
+mod dbt_compat;
+mod demo;
 mod errors;
 mod incremental;
 mod models;

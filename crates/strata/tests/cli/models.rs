@@ -325,7 +325,7 @@ fn test_runs_generic_and_singular_tests_with_severities_and_thresholds() {
         "{out}"
     );
     assert!(
-        out.contains(" PASS relationships_customer_totals_1d03d559c4b0f70104f392e3eb94e950 "),
+        out.contains(" PASS relationships_customer_totals_e645e9bd108a776788327b0e02f7aaec "),
         "{out}"
     );
     assert!(out.contains(" PASS assert_no_negative_totals "), "{out}");
@@ -618,7 +618,7 @@ fn write_people(dir: &Path, rows: &str) {
              {% endsnapshot %}\n\
              {% snapshot people_check %}\n\
              {{ config(target_schema='snapshots', unique_key='id', strategy='check',\n\
-             check_cols=['name']) }}\n\
+             check_cols=['name', 'id']) }}\n\
              select id, name, city from {{ ref('raw_people') }}\n\
              {% endsnapshot %}\n"
                 .to_string(),
@@ -822,6 +822,13 @@ fn docs_generate_writes_a_dbt_catalog_with_columns_types_and_stats() {
     write_shop(&dir);
     ok(&dir, &["seed"]);
     ok(&dir, &["run"]);
+    // A declared source the lake holds is described too, one it lacks is left out.
+    std::fs::write(
+        dir.join("models/sources.yml"),
+        "version: 2\nsources:\n  - name: app\n    schema: raw\n    tables:\n      - name: events\n      - name: missing\n",
+    )
+    .unwrap();
+    ok(&dir, &["sql", "create table raw.events as select 1 as id"]);
 
     let out = ok(&dir, &["docs", "generate"]);
     assert!(out.contains("Building catalog"), "{out}");
@@ -891,7 +898,12 @@ fn docs_generate_writes_a_dbt_catalog_with_columns_types_and_stats() {
     assert_eq!(seed["columns"]["id"]["type"], "INTEGER");
     assert_eq!(seed["columns"]["zip"]["type"], "VARCHAR");
     assert_eq!(seed["stats"]["row_count"]["value"], 3);
-    assert!(catalog["sources"].as_object().unwrap().is_empty());
+    let sources: Vec<&String> = catalog["sources"].as_object().unwrap().keys().collect();
+    assert_eq!(sources, vec!["source.shop.app.events"]);
+    assert_eq!(
+        catalog["sources"]["source.shop.app.events"]["columns"]["id"]["type"],
+        "BIGINT"
+    );
 
     let rr = read_json(&dir.join("target/run_results.json"));
     assert_eq!(rr["args"]["which"], "generate");

@@ -1,0 +1,9 @@
+{% test is_between(model, column_name, min_value, max_value) %}
+
+-- Rows whose value lies outside [min_value, max_value]; NULLs pass (use not_null for them).
+select {{ column_name }}
+from {{ model }}
+where {{ column_name }} < {{ min_value }}
+   or {{ column_name }} > {{ max_value }}
+
+{% endtest %}
