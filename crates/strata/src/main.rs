@@ -1044,12 +1044,7 @@ async fn run_demo(cli: &Cli, dir: &Path, scale: u64, postgres: Option<&str>) -> 
     for (title, sql) in demo::REPORT {
         let batches = session.sql(sql).await?;
         if ctx.json {
-            let mut w = strata_engine::datafusion::arrow::json::ArrayWriter::new(Vec::new());
-            for b in &batches {
-                w.write(b)?;
-            }
-            w.finish()?;
-            println!("{}", String::from_utf8_lossy(&w.into_inner()));
+            println!("{}", output::json_array(&batches)?);
         } else if let Some(first) = batches.first() {
             println!(
                 "{title}\n{}\n",

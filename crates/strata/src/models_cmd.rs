@@ -847,12 +847,7 @@ pub(crate) async fn show(
             .await
             .with_context(|| format!("previewing {title}"))?;
         if ctx.json {
-            let mut w = strata_engine::datafusion::arrow::json::ArrayWriter::new(Vec::new());
-            for b in &batches {
-                w.write(b)?;
-            }
-            w.finish()?;
-            println!("{}", String::from_utf8_lossy(&w.into_inner()));
+            println!("{}", crate::output::json_array(&batches)?);
             continue;
         }
         println!("Previewing {title}:");

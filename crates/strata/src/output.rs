@@ -129,6 +129,16 @@ fn sink(output: Option<&Path>) -> Result<Box<dyn Write>> {
 }
 
 /// An aligned table: numbers right-aligned, NULL shown as `NULL`.
+/// Batches as one JSON array of row objects.
+pub(crate) fn json_array(batches: &[RecordBatch]) -> Result<String> {
+    let mut w = strata_engine::datafusion::arrow::json::ArrayWriter::new(Vec::new());
+    for b in batches {
+        w.write(b)?;
+    }
+    w.finish()?;
+    Ok(String::from_utf8_lossy(&w.into_inner()).into_owned())
+}
+
 pub(crate) fn render_table(schema: &SchemaRef, batches: &[RecordBatch]) -> Result<String> {
     use comfy_table::{CellAlignment, ContentArrangement, Table, presets};
     let mut table = Table::new();
