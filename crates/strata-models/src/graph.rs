@@ -317,6 +317,8 @@ pub struct Manifest {
     /// When the load started.
     pub generated_at: chrono::DateTime<chrono::Utc>,
     index: Arc<NameIndex>,
+    /// Runs `run_query` and friends while compiling; set by the execution layer.
+    query_runner: std::sync::RwLock<Option<Arc<dyn crate::QueryRunner>>>,
 }
 
 #[derive(Debug, Default)]
@@ -728,6 +730,7 @@ impl Manifest {
             invocation_id,
             generated_at,
             index: Arc::default(),
+            query_runner: std::sync::RwLock::default(),
             project,
         };
         m.link(&origins)?;
@@ -888,6 +891,19 @@ impl Manifest {
         Ok(order)
     }
 
+    /// Gives compile-time rendering a database connection: `run_query`, `statement` /
+    /// `load_result` and `adapter.get_columns_in_relation` run through `runner`.
+    pub fn set_query_runner(&self, runner: Arc<dyn crate::QueryRunner>) {
+        *self.query_runner.write().unwrap_or_else(|p| p.into_inner()) = Some(runner);
+    }
+
+    fn query_runner(&self) -> Option<Arc<dyn crate::QueryRunner>> {
+        self.query_runner
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
     /// The scope a node renders in.
     fn scope(&self, n: &Node, phase: Phase, is_incremental: bool) -> Scope {
         Scope {
@@ -897,6 +913,7 @@ impl Manifest {
             config: n.config.0.clone(),
             is_incremental,
             phase,
+            query: self.query_runner(),
         }
     }
 
@@ -997,6 +1014,7 @@ impl Manifest {
                 config: serde_json::Map::new(),
                 is_incremental: false,
                 phase: Phase::Compile(lookup),
+                query: self.query_runner(),
             },
         };
         self.renderer
@@ -1393,6 +1411,7 @@ impl Builder<'_> {
                 config: config.0.clone(),
                 is_incremental: false,
                 phase: Phase::Parse(Arc::clone(&capture)),
+                query: None,
             };
             self.renderer
                 .render(shown, &positioned(&raw_code, raw_start), &scope)?;
@@ -1484,6 +1503,7 @@ impl Builder<'_> {
             config: n.config.0.clone(),
             is_incremental: false,
             phase: Phase::Parse(Arc::default()),
+            query: None,
         };
         let model = crate::jinja::to_value(node_dict(n));
         let opt = |s: Option<&str>| {
@@ -1661,6 +1681,7 @@ impl Builder<'_> {
                 config: config.0.clone(),
                 is_incremental: false,
                 phase: Phase::Parse(Arc::clone(&capture)),
+                query: None,
             };
             self.renderer.render(
                 &t.yml_path,

@@ -19,6 +19,7 @@ use minijinja::{AutoEscape, Environment, ErrorKind, State, UndefinedBehavior};
 use serde_json::Map;
 
 use crate::project::line_col;
+use crate::query::{LoadResultFn, QueryCtx, QueryRunner, RunQueryFn, StatementFn};
 use crate::{ADAPTER_TYPE, Error, Result};
 
 /// The Jinja error detail a `return(...)` call raises; caught by the calling macro.
@@ -33,6 +34,10 @@ const CONTEXT_KEYS: &[&str] = &[
     "is_incremental",
     "execute",
     "var",
+    "run_query",
+    "statement",
+    "load_result",
+    "adapter",
     "__strata_capture",
 ];
 
@@ -180,6 +185,9 @@ pub struct Scope {
     pub is_incremental: bool,
     /// The phase.
     pub phase: Phase,
+    /// Runs `run_query`, `statement` and `adapter.get_columns_in_relation` in the compile
+    /// phase; without one they fail there (and do nothing at parse time).
+    pub query: Option<Arc<dyn QueryRunner>>,
 }
 
 /// The `target` object.
@@ -237,6 +245,7 @@ pub struct Renderer {
     /// macro name → (package → template name).
     macros: BTreeMap<String, BTreeMap<String, String>>,
     logs: Arc<Mutex<Vec<String>>>,
+    dispatch: Arc<DispatchIndex>,
 }
 
 impl Renderer {
@@ -264,7 +273,9 @@ impl Renderer {
             setup,
             macros,
             logs,
+            dispatch: Arc::default(),
         };
+        r.dispatch = r.dispatch_index();
         r.install_globals();
         Ok(r)
     }
@@ -482,9 +493,13 @@ impl Renderer {
                     _ => rel,
                 }
             });
-        let dispatch = self.dispatch_index();
-        self.env
-            .add_global("adapter", Value::from_object(Adapter { dispatch }));
+        self.env.add_global(
+            "adapter",
+            Value::from_object(Adapter {
+                dispatch: Arc::clone(&self.dispatch),
+                query: None,
+            }),
+        );
     }
 
     fn dispatch_index(&self) -> Arc<DispatchIndex> {
@@ -593,6 +608,34 @@ impl Renderer {
             Value::from(matches!(scope.phase, Phase::Compile(_))),
         );
         ctx.insert("var", Value::from_object(VarObj { vars }));
+        let executing = matches!(scope.phase, Phase::Compile(_));
+        let query = QueryCtx::new(executing, scope.query.clone().filter(|_| executing));
+        for (name, v) in [
+            (
+                "run_query",
+                Value::from_object(RunQueryFn(Arc::clone(&query))),
+            ),
+            (
+                "statement",
+                Value::from_object(StatementFn(Arc::clone(&query))),
+            ),
+            (
+                "load_result",
+                Value::from_object(LoadResultFn(Arc::clone(&query))),
+            ),
+        ] {
+            // A project's own macro of that name wins, as in dbt.
+            if !self.has_user_macro(name) {
+                ctx.insert(name, v);
+            }
+        }
+        ctx.insert(
+            "adapter",
+            Value::from_object(Adapter {
+                dispatch: Arc::clone(&self.dispatch),
+                query: Some(query),
+            }),
+        );
         if let Some(c) = capture {
             ctx.insert("__strata_capture", Value::from_object(CaptureObj(c)));
         }
@@ -1081,7 +1124,7 @@ impl Object for Exceptions {
     }
 }
 
-#[derive(Debug)]
+#[derive(Debug, Default)]
 struct DispatchIndex {
     root: String,
     packages: Vec<String>,
@@ -1092,6 +1135,8 @@ struct DispatchIndex {
 #[derive(Debug)]
 struct Adapter {
     dispatch: Arc<DispatchIndex>,
+    /// The render's queries (none for the global fallback).
+    query: Option<Arc<QueryCtx>>,
 }
 
 impl Object for Adapter {
@@ -1161,6 +1206,19 @@ impl Object for Adapter {
                     .unwrap_or_default()
                     .replace('"', "\"\"")
             ))),
+            "get_columns_in_relation" if self.query.is_some() => {
+                let rel = match pos.first() {
+                    Some(r) => r.clone(),
+                    None => kw
+                        .as_ref()
+                        .and_then(|k| k.get::<Option<Value>>("relation").ok().flatten())
+                        .unwrap_or(Value::from(())),
+                };
+                self.query
+                    .as_ref()
+                    .expect("checked by the match guard")
+                    .columns_in(&rel)
+            }
             other => Err(minijinja::Error::new(
                 ErrorKind::InvalidOperation,
                 format!("adapter.{other} needs the warehouse and is not available while compiling"),

@@ -38,6 +38,7 @@ pub mod graph;
 pub mod jinja;
 mod manifest;
 pub mod project;
+pub mod query;
 pub mod select;
 
 use std::path::PathBuf;
@@ -49,6 +50,7 @@ pub use graph::{
 };
 pub use manifest::{write_compiled, write_manifest};
 pub use project::DbtProject;
+pub use query::{QueryResult, QueryRunner};
 use strata_types::{Classify, ErrorClass};
 
 /// The name of the dbt project file.

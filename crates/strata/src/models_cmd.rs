@@ -815,6 +815,8 @@ pub(crate) async fn show(
         anyhow::bail!("`strata show` needs `--select <model>` or `--inline \"select …\"`");
     }
     let (manifest, order) = load(project, args)?;
+    let session = ctx.engine.session().await?;
+    manifest.set_query_runner(SessionQueries::shared(&session));
     let mut queries: Vec<(String, String)> = Vec::new();
     match inline {
         Some(q) => queries.push((
@@ -838,7 +840,6 @@ pub(crate) async fn show(
     if queries.is_empty() {
         anyhow::bail!("the selection holds no model, seed, snapshot or analysis to show");
     }
-    let session = ctx.engine.session().await?;
     for (title, sql) in queries {
         let body = sql.trim().trim_end_matches(';').trim_end();
         let limited = format!("select * from (\n{body}\n) as dbt_show limit {limit}");
@@ -1007,6 +1008,7 @@ impl<'a> Execution<'a> {
         let manifest = self.manifest;
         let (nodes, waits) = gated_order(manifest, nodes);
         let session = ctx.engine.session().await?;
+        manifest.set_query_runner(SessionQueries::shared(&session));
         let run_dir = manifest.project.root.join("target").join("run");
         crate::models_docs::run_project_hooks(manifest, &session, false).await?;
         let mut report = Report::new(ctx.quiet, nodes.len())
@@ -2207,6 +2209,147 @@ async fn build_snapshot(
         }
     }
     Ok(rows.or(Some(0)))
+}
+
+/// Runs the queries of compile-time Jinja (`run_query`, `statement`,
+/// `adapter.get_columns_in_relation`) on the engine session. Rendering is synchronous and
+/// happens inside async code, so each query blocks its thread in place (multi-thread
+/// runtime only) while the runtime drives it.
+#[derive(Debug)]
+struct SessionQueries {
+    session: Session,
+    handle: tokio::runtime::Handle,
+}
+
+impl SessionQueries {
+    fn shared(session: &Session) -> Arc<dyn strata_models::QueryRunner> {
+        Arc::new(SessionQueries {
+            session: session.clone(),
+            handle: tokio::runtime::Handle::current(),
+        })
+    }
+
+    /// Runs every statement of `sql`; the schema and rows of the last one.
+    fn run(&self, sql: &str) -> std::result::Result<(SchemaRef, Vec<RecordBatch>), String> {
+        if self.handle.runtime_flavor() != tokio::runtime::RuntimeFlavor::MultiThread {
+            return Err("queries while rendering need the multi-thread runtime".into());
+        }
+        let session = &self.session;
+        let work = async {
+            let mut last = (Arc::new(Schema::empty()), Vec::new());
+            for stmt in session.parse(sql)? {
+                last = match session.execute(stmt).await? {
+                    StatementResult::Rows { schema, stream } => (
+                        schema,
+                        strata_engine::datafusion::physical_plan::common::collect(stream).await?,
+                    ),
+                    StatementResult::Done { .. } => (Arc::new(Schema::empty()), Vec::new()),
+                };
+            }
+            Ok::<_, strata_engine::Error>(last)
+        };
+        tokio::task::block_in_place(|| self.handle.block_on(work)).map_err(|e| e.to_string())
+    }
+}
+
+impl strata_models::QueryRunner for SessionQueries {
+    fn query(&self, sql: &str) -> std::result::Result<strata_models::QueryResult, String> {
+        let (schema, batches) = self.run(sql)?;
+        let mut rows = Vec::new();
+        for b in &batches {
+            let cols = b
+                .columns()
+                .iter()
+                .map(|c| json_values(c.as_ref()))
+                .collect::<std::result::Result<Vec<_>, _>>()
+                .map_err(|e| e.to_string())?;
+            for i in 0..b.num_rows() {
+                rows.push(cols.iter().map(|c| c[i].clone()).collect());
+            }
+        }
+        Ok(strata_models::QueryResult {
+            columns: schema.fields().iter().map(|f| f.name().clone()).collect(),
+            types: schema
+                .fields()
+                .iter()
+                .map(|f| sql_type(f.data_type()))
+                .collect(),
+            rows,
+        })
+    }
+
+    fn columns(&self, relation: &str) -> std::result::Result<Vec<(String, String)>, String> {
+        let (schema, _) = self.run(&format!("select * from {relation} limit 0"))?;
+        Ok(schema
+            .fields()
+            .iter()
+            .map(|f| (f.name().clone(), sql_type(f.data_type())))
+            .collect())
+    }
+}
+
+/// An Arrow column as JSON values: numbers and booleans as such, everything else (dates,
+/// timestamps, decimals…) as its text.
+fn json_values(
+    a: &dyn Array,
+) -> std::result::Result<Vec<serde_json::Value>, strata_engine::datafusion::arrow::error::ArrowError>
+{
+    use strata_engine::datafusion::arrow::array::{AsArray, Float64Array};
+    use strata_engine::datafusion::arrow::compute::cast;
+    use strata_engine::datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
+    let t = a.data_type();
+    let n = a.len();
+    let null_or = |i: usize, v: serde_json::Value| {
+        if a.is_null(i) {
+            serde_json::Value::Null
+        } else {
+            v
+        }
+    };
+    Ok(if t.is_integer() {
+        let c = cast(a, &DataType::Int64)?;
+        let c = c
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .expect("cast to Int64");
+        (0..n).map(|i| null_or(i, c.value(i).into())).collect()
+    } else if t.is_floating() {
+        let c = cast(a, &DataType::Float64)?;
+        let c = c
+            .as_any()
+            .downcast_ref::<Float64Array>()
+            .expect("cast to Float64");
+        (0..n).map(|i| null_or(i, c.value(i).into())).collect()
+    } else if *t == DataType::Boolean {
+        let c = a.as_boolean();
+        (0..n).map(|i| null_or(i, c.value(i).into())).collect()
+    } else {
+        let f = ArrayFormatter::try_new(a, &FormatOptions::default())?;
+        (0..n)
+            .map(|i| null_or(i, f.value(i).to_string().into()))
+            .collect()
+    })
+}
+
+/// The SQL name of an Arrow type, as `adapter.get_columns_in_relation` reports it.
+fn sql_type(t: &DataType) -> String {
+    match t {
+        DataType::Boolean => "boolean".into(),
+        DataType::Int8 => "tinyint".into(),
+        DataType::Int16 => "smallint".into(),
+        DataType::Int32 => "integer".into(),
+        DataType::Int64 => "bigint".into(),
+        DataType::UInt8 | DataType::UInt16 | DataType::UInt32 | DataType::UInt64 => "bigint".into(),
+        DataType::Float16 | DataType::Float32 => "float".into(),
+        DataType::Float64 => "double".into(),
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => "varchar".into(),
+        DataType::Date32 | DataType::Date64 => "date".into(),
+        DataType::Timestamp(_, None) => "timestamp".into(),
+        DataType::Timestamp(_, Some(_)) => "timestamp with time zone".into(),
+        DataType::Decimal128(p, s) | DataType::Decimal256(p, s) => format!("decimal({p},{s})"),
+        DataType::Binary | DataType::LargeBinary | DataType::BinaryView => "binary".into(),
+        other => other.to_string().to_ascii_lowercase(),
+    }
 }
 
 /// The output column names of a query.

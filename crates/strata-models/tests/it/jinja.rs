@@ -235,3 +235,160 @@ fn generate_schema_name_override_is_used() {
         "main.orders_v"
     );
 }
+
+/// A runner that answers every query with the same two-column table and records the SQL.
+#[derive(Debug, Default)]
+struct FakeRunner {
+    queries: std::sync::Mutex<Vec<String>>,
+}
+
+impl strata_models::QueryRunner for FakeRunner {
+    fn query(&self, sql: &str) -> Result<strata_models::QueryResult, String> {
+        self.queries.lock().unwrap().push(sql.trim().to_string());
+        if sql.contains("boom") {
+            return Err("table boom not found".into());
+        }
+        Ok(strata_models::QueryResult {
+            columns: vec!["status".into(), "n".into()],
+            types: vec!["varchar".into(), "bigint".into()],
+            rows: vec![
+                vec![serde_json::json!("placed"), serde_json::json!(3)],
+                vec![serde_json::json!("shipped"), serde_json::Value::Null],
+            ],
+        })
+    }
+    fn columns(&self, relation: &str) -> Result<Vec<(String, String)>, String> {
+        self.queries
+            .lock()
+            .unwrap()
+            .push(format!("columns {relation}"));
+        Ok(vec![
+            ("id".into(), "bigint".into()),
+            ("status".into(), "varchar".into()),
+            ("amount".into(), "double".into()),
+        ])
+    }
+}
+
+/// Loads the fixture with `models/probe.sql` = `sql` and compiles it with a [`FakeRunner`].
+fn render_querying(macros: &str, sql: &str) -> (Result<String, String>, Vec<String>) {
+    let dir = crate::copy_fixture();
+    std::fs::write(dir.path().join("macros/probe_macros.sql"), macros).unwrap();
+    std::fs::write(dir.path().join("models/probe.sql"), sql).unwrap();
+    let m = Manifest::load(dir.path(), &LoadOptions::default()).unwrap();
+    let runner = std::sync::Arc::new(FakeRunner::default());
+    m.set_query_runner(std::sync::Arc::<FakeRunner>::clone(&runner));
+    let out = m
+        .compile_node("model.jaffle_shop.probe", &CompileOptions::default())
+        .map_err(|e| e.to_string());
+    let queries = runner.queries.lock().unwrap().clone();
+    (out, queries)
+}
+
+#[test]
+fn run_query_returns_an_agate_like_table() {
+    let sql = "{% set t = run_query('select status, n from ' ~ ref('orders')) %}{% if execute %}\
+{{ t.column_names | join(',') }}|{{ t | length }}|{{ t.rows[0][0] }}|{{ t.rows[0]['n'] }}|\
+{{ t.columns[0].name }}={{ t.columns[0].values() | join(',') }}|{{ t.columns['n'].data_type }}|\
+{% for row in t %}{{ row.status }}:{{ row[1] }};{% endfor %}|\
+{% for row in t.rows %}{{ row | join('/') }};{% endfor %}|{{ t.columns | length }}|{{ t[1][0] }}{% endif %}";
+    let (out, queries) = render_querying("", sql);
+    assert_eq!(
+        out.unwrap(),
+        "status,n|2|placed|3|status=placed,shipped|bigint|placed:3;shipped:None;|placed/3;shipped/None;|2|shipped"
+    );
+    assert_eq!(queries, vec!["select status, n from analytics.orders"]);
+}
+
+#[test]
+fn get_column_values_idiom_from_a_macro() {
+    // dbt_utils' get_column_values, reduced.
+    let macros = "{% macro column_values(table, column) -%}\
+{%- if not execute -%}{{ return([]) }}{%- endif -%}\
+{%- set results = run_query('select distinct ' ~ column ~ ' from ' ~ table) -%}\
+{%- set values = results.columns[0].values() -%}\
+{{ return(values) }}\
+{%- endmacro %}";
+    let sql = "select {% for v in column_values(ref('orders'), 'status') %}sum(case when status = '{{ v }}' then 1 end) as {{ v }}{% if not loop.last %}, {% endif %}{% endfor %} from {{ ref('orders') }}";
+    let (out, queries) = render_querying(macros, sql);
+    assert_eq!(
+        out.unwrap(),
+        "select sum(case when status = 'placed' then 1 end) as placed, sum(case when status = 'shipped' then 1 end) as shipped from analytics.orders"
+    );
+    assert_eq!(
+        queries,
+        vec!["select distinct status from analytics.orders"]
+    );
+}
+
+#[test]
+fn statement_blocks_and_load_result() {
+    let sql = "{% call statement('stats', fetch_result=True) %}select count(*) from {{ ref('orders') }}{% endcall %}\
+{% set r = load_result('stats') %}{% if execute %}{{ r['table'].rows[0][0] }}|{{ r['data'][1][0] }}|{{ r['response'].rows_affected }}|{{ r.table.column_names[1] }}\
+{% endif %}{% call statement('quiet') %}delete from x{% endcall %}{% if execute %}|{{ load_result('quiet').table | length }}|{{ load_result('missing') is none }}{% endif %}";
+    let (out, queries) = render_querying("", sql);
+    assert_eq!(out.unwrap(), "placed|shipped|2|n|0|True");
+    assert_eq!(
+        queries,
+        vec!["select count(*) from analytics.orders", "delete from x"]
+    );
+    // Inside a macro, as dbt's materializations and packages use it.
+    let macros = "{% macro first_status() -%}\
+{%- call statement('s', fetch_result=True) -%}select status from t{%- endcall -%}\
+{%- if execute %}{{ return(load_result('s')['data'][0][0]) }}{% endif -%}\
+{%- endmacro %}";
+    let (out, _) = render_querying(macros, "{{ first_status() }}");
+    assert_eq!(out.unwrap(), "placed");
+}
+
+#[test]
+fn get_columns_in_relation_gives_column_objects() {
+    let sql = "{% set cols = adapter.get_columns_in_relation(ref('orders')) %}{% if execute %}\
+select {% for c in cols if c.name != 'amount' %}{{ c.quoted }}{% if not loop.last %}, {% endif %}{% endfor %} from {{ ref('orders') }} \
+-- {{ cols[0].column }} {{ cols[0].data_type }} {{ cols[1].dtype }} {{ cols[1].is_string() }} {{ cols[2].is_number() }} {{ cols | map(attribute='name') | join(',') }}{% endif %}";
+    let (out, queries) = render_querying("", sql);
+    assert_eq!(
+        out.unwrap(),
+        "select \"id\", \"status\" from analytics.orders -- id bigint varchar True True id,status,amount"
+    );
+    assert_eq!(queries, vec!["columns analytics.orders"]);
+}
+
+#[test]
+fn queries_are_skipped_at_parse_time_and_need_a_connection_at_compile_time() {
+    // At parse time `execute` is false: the guarded query does not run, an unguarded one
+    // returns none, `statement` runs nothing.
+    let sql = "{% set t = run_query('select 1') %}{% if execute %}{{ t.rows[0][0] }}{% endif %}\
+{% call statement('s', fetch_result=True) %}select 2{% endcall %}|{{ adapter.get_columns_in_relation(this) | length }}";
+    let (out, queries) = render_querying("", sql);
+    assert_eq!(out.unwrap(), "placed|3");
+    // Only the compile-phase render ran queries.
+    assert_eq!(
+        queries,
+        vec!["select 1", "select 2", "columns analytics.probe"]
+    );
+    // `strata compile` has no connection.
+    let dir = crate::copy_fixture();
+    std::fs::write(
+        dir.path().join("models/probe.sql"),
+        "{% if execute %}{% set t = run_query('select 1') %}{% endif %}select 1",
+    )
+    .unwrap();
+    let m = Manifest::load(dir.path(), &LoadOptions::default()).unwrap();
+    let err = m
+        .compile_node("model.jaffle_shop.probe", &CompileOptions::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("run_query needs a database connection"),
+        "{err}"
+    );
+    assert!(err.contains("models/probe.sql"), "{err}");
+    // A failing query names the query.
+    let (out, _) = render_querying("", "{{ run_query('select * from boom') }}");
+    let err = out.unwrap_err();
+    assert!(
+        err.contains("run_query failed: table boom not found"),
+        "{err}"
+    );
+}

@@ -1578,3 +1578,71 @@ fn show_previews_a_model_or_an_inline_query() {
         stderr(&o)
     );
 }
+
+#[test]
+fn query_time_jinja_runs_queries_while_building() {
+    let (_tmp, dir) = project();
+    write_shop(&dir);
+    let files: &[(&str, &str)] = &[
+        (
+            "seeds/raw_payments.csv",
+            "id,order_id,method,amount\n1,10,card,10\n2,10,cash,2.5\n3,11,card,7.25\n4,12,voucher,100\n",
+        ),
+        // dbt_utils' pivot idiom: one column per distinct value found by a query.
+        (
+            "models/marts/payments_pivot.sql",
+            "{% set methods_query %}select distinct method from {{ ref('raw_payments') }} order by 1{% endset %}\n\
+             {% set results = run_query(methods_query) %}\n\
+             {% if execute %}{% set methods = results.columns[0].values() %}{% else %}{% set methods = [] %}{% endif %}\n\
+             select order_id,\n\
+             {% for m in methods %}  sum(case when method = '{{ m }}' then amount else 0 end) as {{ m }}_amount{% if not loop.last %},{% endif %}\n\
+             {% endfor %}\
+             from {{ ref('raw_payments') }}\ngroup by 1\n",
+        ),
+        // Every column but one, and a value read through `statement` / `load_result`.
+        (
+            "models/marts/payments_slim.sql",
+            "{% set cols = adapter.get_columns_in_relation(ref('raw_payments')) %}\n\
+             {% call statement('stats', fetch_result=True) %}select count(*) as n, max(method) as top from {{ ref('raw_payments') }}{% endcall %}\n\
+             {% if execute %}{% set stats = load_result('stats') %}{% set n = stats['data'][0][0] %}{% set top = stats['table'].rows[0]['top'] %}{% else %}{% set n = 0 %}{% set top = '' %}{% endif %}\n\
+             select {% for c in cols if c.name != 'amount' %}{{ c.quoted }}, {% endfor %}{{ n }} as payments, '{{ top }}' as top_method\n\
+             from {{ ref('raw_payments') }}\n",
+        ),
+    ];
+    for (path, text) in files {
+        std::fs::write(dir.join(path), text).unwrap();
+    }
+    ok(&dir, &["seed"]);
+    let out = ok(&dir, &["run"]);
+    assert!(
+        out.contains("Done. PASS=4 WARN=0 ERROR=0 SKIP=0 TOTAL=4"),
+        "{out}"
+    );
+    assert_eq!(
+        csv(
+            &dir,
+            "select * from analytics.payments_pivot order by order_id"
+        ),
+        "order_id,card_amount,cash_amount,voucher_amount\n\
+         10,10.0,2.5,0.0\n11,7.25,0.0,0.0\n12,0.0,0.0,100.0\n"
+    );
+    assert_eq!(
+        csv(&dir, "select * from analytics.payments_slim order by id"),
+        "id,order_id,method,payments,top_method\n\
+         1,10,card,4,voucher\n2,10,cash,4,voucher\n3,11,card,4,voucher\n4,12,voucher,4,voucher\n"
+    );
+    // The compiled SQL the run executed holds the values the queries returned.
+    let compiled =
+        std::fs::read_to_string(dir.join("target/run/shop/models/marts/payments_pivot.sql"))
+            .unwrap();
+    assert!(compiled.contains("as voucher_amount"), "{compiled}");
+
+    // `strata compile` has no database connection: a model that queries says so.
+    let o = strata(&dir, &["compile"]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("run_query needs a database connection"),
+        "{}",
+        stderr(&o)
+    );
+}
