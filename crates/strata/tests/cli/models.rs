@@ -720,6 +720,43 @@ fn snapshots_keep_every_version_with_timestamp_and_check_strategies() {
     ok(&dir, &["snapshot", "--select", "people_check"]);
     let n = csv(&dir, "select count(*) as n from snapshots.people_check");
     assert_eq!(n, "n\n5\n");
+
+    // Third change: Ada and Bob updated again (newer timestamps), Dee deleted.
+    write_people(
+        &dir,
+        "1,Ada Lovelace,Paris,2024-03-01T00:00:00
+2,Bobby,Bergen,2024-03-01T00:00:00
+",
+    );
+    ok(&dir, &["build"]);
+    let history = |table: &str| {
+        csv(
+            &dir,
+            &format!(
+                "select id, name, dbt_valid_to is null as current from snapshots.{table} \
+                 order by id, dbt_valid_from"
+            ),
+        )
+    };
+    assert_eq!(
+        history("people_ts"),
+        "id,name,current\n1,Ada,false\n1,Ada L,false\n1,Ada Lovelace,true\n\
+         2,Bob,false\n2,Bobby,true\n3,Cy,false\n4,Dee,false\n"
+    );
+    assert_eq!(
+        history("people_check"),
+        "id,name,current\n1,Ada,false\n1,Ada L,false\n1,Ada Lovelace,true\n\
+         2,Bob,false\n2,Bobby,true\n3,Cy,true\n4,Dee,true\n"
+    );
+    // Versions chain without gaps: each closed row ends where its successor starts.
+    assert_eq!(
+        csv(
+            &dir,
+            "select cast(dbt_valid_to as varchar) as ended from snapshots.people_ts \
+             where name = 'Ada L'"
+        ),
+        "ended\n2024-03-01T00:00:00\n"
+    );
 }
 
 #[test]
