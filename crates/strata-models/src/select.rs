@@ -303,6 +303,35 @@ fn method(m: &Manifest, s: &str, raw: &str, ctx: &SelectContext) -> Result<BTree
             })
             .map(|n| n.unique_id.clone())
             .collect(),
+        // A generic test by its test's name (`unique`, `dbt_utils.expression_is_true`), a
+        // singular one by its own.
+        Some("test_name") => nodes
+            .filter(|n| n.resource_type == ResourceType::Test)
+            .filter(|n| match &n.test_metadata {
+                Some(t) => {
+                    glob(value, &t.name)
+                        || t.namespace
+                            .as_ref()
+                            .is_some_and(|ns| glob(value, &format!("{ns}.{}", t.name)))
+                }
+                None => glob(value, &n.name),
+            })
+            .map(|n| n.unique_id.clone())
+            .collect(),
+        // A node by its file's name, with or without the extension.
+        Some("file") => nodes
+            .filter(|n| n.resource_type != ResourceType::Source && n.test_metadata.is_none())
+            .filter(|n| {
+                let file = n
+                    .original_file_path
+                    .rsplit('/')
+                    .next()
+                    .unwrap_or(&n.original_file_path);
+                let stem = file.rsplit_once('.').map_or(file, |(s, _)| s);
+                glob(value, file) || glob(value, stem)
+            })
+            .map(|n| n.unique_id.clone())
+            .collect(),
         Some(k) if k.starts_with("config.") => {
             let key = &k["config.".len()..];
             nodes
@@ -347,7 +376,7 @@ fn method(m: &Manifest, s: &str, raw: &str, ctx: &SelectContext) -> Result<BTree
             return Err(bad(
                 raw,
                 format!(
-                    "unknown method `{other}`; use tag, path, source, resource_type, config.<key>, package, fqn, test_type, state, result or selector"
+                    "unknown method `{other}`; use tag, path, file, source, resource_type, config.<key>, package, fqn, test_type, test_name, state, result or selector"
                 ),
             ));
         }

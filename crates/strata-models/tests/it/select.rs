@@ -248,3 +248,23 @@ fn bare_names_select_folders_and_packages_as_dbt_does() {
     assert_eq!(names(&["marts.orders"], &[]), set(&["orders"]));
     assert_eq!(names(&["nope"], &[]), set(&[]));
 }
+
+#[test]
+fn test_name_and_file_methods() {
+    let uniques = names(&["test_name:unique"], &[]);
+    assert!(!uniques.is_empty());
+    assert!(
+        uniques.iter().all(|n| n.starts_with("unique_")),
+        "{uniques:?}"
+    );
+    assert_eq!(
+        names(&["test_name:assert_no_negative_payments"], &[]),
+        set(&["assert_no_negative_payments"])
+    );
+    assert_eq!(names(&["file:orders.sql"], &[]), set(&["orders"]));
+    assert_eq!(names(&["file:stg_orders"], &[]), set(&["stg_orders"]));
+    assert_eq!(
+        names(&["file:raw_*.csv"], &[]),
+        set(&["raw_customers", "raw_orders", "raw_payments"])
+    );
+}
