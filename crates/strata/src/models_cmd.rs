@@ -2081,7 +2081,8 @@ async fn build_snapshot(
     let sql = if !lake.table_exists(&t).await? {
         format!("CREATE TABLE {relation} AS\n{staged}")
     } else {
-        let target_cols = columns_of(session, &format!("SELECT * FROM {relation} LIMIT 0")).await?;
+        let mut target_cols =
+            columns_of(session, &format!("SELECT * FROM {relation} LIMIT 0")).await?;
         for meta in [
             "dbt_scd_id",
             "dbt_valid_from",
@@ -2093,6 +2094,28 @@ async fn build_snapshot(
                     "{file_name}: {relation} exists but has no `{meta}` column; it is not a snapshot table"
                 );
             }
+        }
+        // As dbt: columns new in the query are added to the snapshot (NULL in the versions
+        // already kept); columns gone from it stay, NULL from now on.
+        let added: Vec<String> = source_cols
+            .iter()
+            .filter(|c| !target_cols.contains(c))
+            .cloned()
+            .collect();
+        if !added.is_empty() {
+            let schema = crate::models_checks::query_schema(
+                session,
+                &format!("SELECT * FROM (\n{body}\n) AS dbt_src LIMIT 0"),
+            )
+            .await?;
+            let fields: Vec<Field> = schema
+                .fields()
+                .iter()
+                .filter(|f| added.contains(f.name()))
+                .map(|f| f.as_ref().clone())
+                .collect();
+            lake.add_columns(&t, &Arc::new(Schema::new(fields))).await?;
+            target_cols.extend(added);
         }
         let cols: Vec<String> = source_cols
             .iter()

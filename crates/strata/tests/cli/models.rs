@@ -760,6 +760,33 @@ fn snapshots_keep_every_version_with_timestamp_and_check_strategies() {
 }
 
 #[test]
+fn snapshots_take_new_query_columns() {
+    let (_tmp, dir) = project();
+    write_people(&dir, "1,Ada,Paris,2024-01-01T00:00:00\n");
+    ok(&dir, &["build"]);
+    // Bob arrives, and the check snapshot now also keeps the city in upper case.
+    write_people(
+        &dir,
+        "1,Ada,Paris,2024-01-01T00:00:00\n2,Bob,Oslo,2024-01-01T00:00:00\n",
+    );
+    let sql = std::fs::read_to_string(dir.join("snapshots/people.sql"))
+        .unwrap()
+        .replace(
+            "select id, name, city from",
+            "select id, name, city, upper(city) as city_code from",
+        );
+    std::fs::write(dir.join("snapshots/people.sql"), sql).unwrap();
+    ok(&dir, &["build"]);
+    assert_eq!(
+        csv(
+            &dir,
+            "select id, name, city_code from snapshots.people_check order by id"
+        ),
+        "id,name,city_code\n1,Ada,\n2,Bob,OSLO\n"
+    );
+}
+
+#[test]
 fn run_results_record_failures_and_result_error_reruns_them() {
     let (_tmp, dir) = project();
     write_shop(&dir);
