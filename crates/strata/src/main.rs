@@ -288,6 +288,11 @@ Examples:
     },
 }
 
+/// Stack of the thread that plans and drives a command.
+const COMMAND_STACK_BYTES: usize = 1 << 30;
+/// Stack of the runtime's worker threads (execution, and planning done inside tasks).
+const WORKER_STACK_BYTES: usize = 64 << 20;
+
 fn main() {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
@@ -300,15 +305,29 @@ fn main() {
         .init();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .thread_stack_size(WORKER_STACK_BYTES)
         .build()
         .expect("the async runtime starts");
     let redactor = strata_types::Redactor::new();
-    let outcome = runtime.block_on(async {
-        tokio::select! {
-            r = run(cli, redactor.clone()) => Some(r),
-            _ = tokio::signal::ctrl_c() => None,
-        }
-    });
+    // The command is polled on a thread of its own with a large stack: planning recurses
+    // through nested views (a model chain 200 views deep) and deep expression trees. The
+    // stack is reserved, not committed; pages are touched only as deep as planning goes.
+    let command_redactor = redactor.clone();
+    let (outcome, runtime) = std::thread::Builder::new()
+        .name("strata-command".into())
+        .stack_size(COMMAND_STACK_BYTES)
+        .spawn(move || {
+            let outcome = runtime.block_on(async {
+                tokio::select! {
+                    r = run(cli, command_redactor) => Some(r),
+                    _ = tokio::signal::ctrl_c() => None,
+                }
+            });
+            (outcome, runtime)
+        })
+        .expect("the command thread starts")
+        .join()
+        .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
     let code = match outcome {
         Some(Ok(())) => 0,
         Some(Err(e)) => {
