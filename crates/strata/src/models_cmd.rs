@@ -1465,26 +1465,7 @@ async fn incremental_sql(
     relation: &str,
     body: &str,
 ) -> Result<String> {
-    sync_incremental_schema(session, n, relation, body).await?;
-    let target = columns_of(session, &format!("SELECT * FROM {relation} LIMIT 0")).await?;
-    let source = columns_of(
-        session,
-        &format!("SELECT * FROM (\n{body}\n) AS dbt_new LIMIT 0"),
-    )
-    .await
-    .with_context(|| format!("{}: planning the incremental query", n.original_file_path))?;
-    let cols: Vec<String> = target
-        .iter()
-        .filter(|c| source.contains(c))
-        .map(|c| quote_ident(c))
-        .collect();
-    if cols.is_empty() {
-        anyhow::bail!(
-            "{}: the model's query shares no column with {relation} (columns: {})",
-            n.original_file_path,
-            target.join(", ")
-        );
-    }
+    let cols = insert_columns(session, n, relation, body).await?;
     let strategy_set = n.config.get_str("incremental_strategy");
     let key_config = if strategy_set == Some("insert_overwrite") {
         "partition_by"
@@ -1758,20 +1739,9 @@ async fn build_microbatch(
             crate::models_checks::check_contract(session, n, body).await?;
             format!("CREATE OR REPLACE TABLE {relation} AS\n{body}")
         } else {
-            sync_incremental_schema(session, n, &relation, body).await?;
-            let target = columns_of(session, &format!("SELECT * FROM {relation} LIMIT 0")).await?;
-            let source = columns_of(
-                session,
-                &format!("SELECT * FROM (\n{body}\n) AS dbt_new LIMIT 0"),
-            )
-            .await
-            .with_context(|| format!("{file}: planning batch {}", window.start))?;
-            let cols: Vec<String> = target
-                .iter()
-                .filter(|c| source.contains(c))
-                .map(|c| quote_ident(c))
-                .collect();
-            let col_list = cols.join(", ");
+            let col_list = insert_columns(session, n, &relation, body)
+                .await?
+                .join(", ");
             let et = quote_ident(event_time);
             // Plain string bounds: they coerce to the column's type (a DATE or a
             // TIMESTAMP of any unit) without casting the column.
@@ -1802,6 +1772,38 @@ async fn build_microbatch(
     crate::models_docs::run_node_hooks(manifest, session, n, crate::models_docs::HookPhase::Post)
         .await?;
     Ok(written)
+}
+
+/// The columns new rows of an incremental model are written to, quoted: after the table
+/// follows `on_schema_change`, the table's columns that the query also returns, in the
+/// table's order. An error when they share none.
+async fn insert_columns(
+    session: &Session,
+    n: &Node,
+    relation: &str,
+    body: &str,
+) -> Result<Vec<String>> {
+    sync_incremental_schema(session, n, relation, body).await?;
+    let target = columns_of(session, &format!("SELECT * FROM {relation} LIMIT 0")).await?;
+    let source = columns_of(
+        session,
+        &format!("SELECT * FROM (\n{body}\n) AS dbt_new LIMIT 0"),
+    )
+    .await
+    .with_context(|| format!("{}: planning the incremental query", n.original_file_path))?;
+    let cols: Vec<String> = target
+        .iter()
+        .filter(|c| source.contains(c))
+        .map(|c| quote_ident(c))
+        .collect();
+    if cols.is_empty() {
+        anyhow::bail!(
+            "{}: the model's query shares no column with {relation} (columns: {})",
+            n.original_file_path,
+            target.join(", ")
+        );
+    }
+    Ok(cols)
 }
 
 /// Brings an incremental model's table in line with its query's columns before new rows
