@@ -50,12 +50,8 @@ impl LakeCatalog {
         for t in self.lake.tables(None).await? {
             names.entry(t.namespace).or_default().0.push(t.name);
         }
-        for v in self.lake.list_views(None).await? {
-            names
-                .entry(v.name.namespace)
-                .or_default()
-                .1
-                .push(v.name.name);
+        for v in self.lake.view_stamps(None).await?.into_keys() {
+            names.entry(v.namespace).or_default().1.push(v.name);
         }
         *self.names.write().unwrap_or_else(|e| e.into_inner()) = names;
         Ok(())
@@ -115,6 +111,9 @@ impl SchemaProvider for LakeSchema {
         };
         if self.lake.table_exists(&t).await.map_err(lake_err)? {
             let table = self.lake.open_table(&t).await.map_err(lake_err)?;
+            if let Some(version) = table.version() {
+                crate::views::record_table(&t, version);
+            }
             return Ok(Some(crate::provider::delta_provider(&table).await?));
         }
         if let Some(view) = self.lake.view(&t).await.map_err(lake_err)? {
@@ -122,6 +121,7 @@ impl SchemaProvider for LakeSchema {
                 return Ok(None);
             };
             let plan = engine.plan_view(&view).await?;
+            crate::views::record_view(&t);
             return Ok(Some(Arc::new(ViewTable::new(plan, Some(view.sql)))));
         }
         Ok(None)

@@ -2,7 +2,7 @@
 //! per user or connection: plans and runs statements).
 
 use std::num::NonZeroUsize;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use datafusion::arrow::datatypes::{Schema, SchemaRef};
 use datafusion::catalog::MemorySchemaProvider;
@@ -34,12 +34,24 @@ pub struct Engine {
     inner: Arc<EngineInner>,
 }
 
-#[derive(Debug)]
 pub(crate) struct EngineInner {
     pub(crate) lake: Lake,
     settings: EngineSettings,
     runtime: Arc<RuntimeEnv>,
     catalog: Arc<LakeCatalog>,
+    /// The context stored views are planned in (views see the lake, not a session's state).
+    view_context: OnceLock<SessionContext>,
+    /// Plans of stored views, reused while their definitions and tables are unchanged.
+    view_plans: crate::views::ViewPlans,
+}
+
+impl std::fmt::Debug for EngineInner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EngineInner")
+            .field("lake", &self.lake)
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
 }
 
 /// What a statement produced.
@@ -102,6 +114,8 @@ impl Engine {
             lake,
             settings: settings.clone(),
             runtime,
+            view_context: OnceLock::new(),
+            view_plans: Default::default(),
         });
         inner.catalog.refresh().await?;
         Ok(Self { inner })
@@ -171,16 +185,25 @@ impl EngineInner {
         ctx
     }
 
-    /// Plans a stored view's query in a fresh context (views may reference other views).
+    /// Plans a stored view's query. Views may read other views: a chain of them is planned
+    /// once and its plan reused by every later statement until a definition in it changes
+    /// or one of the tables beneath it gets a new version.
     pub(crate) async fn plan_view(&self, view: &ViewDef) -> Result<LogicalPlan, DataFusionError> {
-        let ctx = self.new_context();
-        let df = ctx.sql(&view.sql).await.map_err(|e| {
-            DataFusionError::Plan(format!(
-                "view `{}` no longer plans: {e}. Fix or drop it with `DROP VIEW {}`",
-                view.name, view.name
-            ))
-        })?;
-        Ok(df.into_unoptimized_plan())
+        if let Some(plan) = self.view_plans.get(&self.lake, view).await {
+            return Ok(plan);
+        }
+        let ctx = self.view_context.get_or_init(|| self.new_context());
+        let (planned, deps) = crate::views::collecting_dependencies(ctx.sql(&view.sql)).await;
+        let plan = planned
+            .map_err(|e| {
+                DataFusionError::Plan(format!(
+                    "view `{}` no longer plans: {e}. Fix or drop it with `DROP VIEW {}`",
+                    view.name, view.name
+                ))
+            })?
+            .into_unoptimized_plan();
+        self.view_plans.insert(view, &plan, deps);
+        Ok(plan)
     }
 }
 
@@ -256,12 +279,14 @@ impl Session {
 
     async fn execute_planned(&self, stmt: DFStatement) -> Result<StatementResult> {
         let state = self.ctx.state();
-        let plan = match state.statement_to_plan(stmt).await {
+        let (planned, deps) =
+            crate::views::collecting_dependencies(state.statement_to_plan(stmt)).await;
+        let plan = match planned {
             Ok(p) => p,
             Err(e) => return Err(self.explain_plan_error(e).await),
         };
         match plan {
-            LogicalPlan::Ddl(ddl) => self.ddl(ddl).await,
+            LogicalPlan::Ddl(ddl) => self.ddl(ddl, &deps).await,
             LogicalPlan::Dml(DmlStatement {
                 table_name,
                 op: WriteOp::Insert(op),
@@ -393,7 +418,11 @@ impl Session {
         Ok(())
     }
 
-    async fn ddl(&self, ddl: DdlStatement) -> Result<StatementResult> {
+    async fn ddl(
+        &self,
+        ddl: DdlStatement,
+        deps: &crate::views::Dependencies,
+    ) -> Result<StatementResult> {
         let lake = &self.engine.lake;
         let result = match ddl {
             DdlStatement::CreateMemoryTable(c) => {
@@ -473,7 +502,17 @@ impl Session {
                     return Err(Error::Invalid("CREATE VIEW without a query".into()));
                 };
                 let query = view_query_text(&definition);
-                crate::views::check_no_cycle(self, &t, &query).await?;
+                // The query was planned through the views it reads: it would form a cycle
+                // only if it reaches the view being defined. The definitions are walked
+                // again (for the message) only then.
+                let reaches_itself = self
+                    .engine
+                    .view_plans
+                    .reachable_views(deps)
+                    .is_none_or(|reached| reached.contains(&t));
+                if reaches_itself {
+                    crate::views::check_no_cycle(self, &t, &query).await?;
+                }
                 lake.put_view(&t, &query, v.or_replace).await?;
                 StatementResult::Done {
                     tag: "CREATE VIEW".into(),

@@ -249,8 +249,8 @@ impl Lake {
             .filter_map(|p| p.filename().map(str::to_string))
             .filter(|n| n != INTERNAL_DIR && strata_types::validate_identifier(n).is_ok())
             .collect();
-        for v in self.list_views(None).await? {
-            out.insert(v.name.namespace.clone());
+        for v in self.view_stamps(None).await?.into_keys() {
+            out.insert(v.namespace);
         }
         Ok(out.into_iter().collect())
     }
@@ -410,16 +410,29 @@ impl Lake {
         }
     }
 
+    /// The latest committed version of `t` from a listing of its log (no log replay), or
+    /// `None` when `t` is not a table. Cheap enough to check before reusing a cached plan.
+    pub async fn latest_version(&self, t: &TableName) -> Result<Option<u64>> {
+        let listing = self.log_listing(t).await?;
+        Ok(listing
+            .iter()
+            .filter_map(|m| m.location.filename()?.strip_suffix(".json")?.parse().ok())
+            .max())
+    }
+
+    async fn log_listing(&self, t: &TableName) -> Result<Vec<deltalake::ObjectMeta>> {
+        self.store
+            .list(Some(&log_dir(t)))
+            .try_collect()
+            .await
+            .map_err(Error::store(format!("listing the log of `{t}`")))
+    }
+
     /// The oldest version time travel can reach: 0 while the whole log is kept, else the
     /// oldest checkpoint (commits before it were cleaned up, and the ones after it alone
     /// cannot rebuild a version without it).
     async fn oldest_version(&self, t: &TableName) -> Result<u64> {
-        let listing: Vec<_> = self
-            .store
-            .list(Some(&log_dir(t)))
-            .try_collect()
-            .await
-            .map_err(Error::store(format!("listing the log of `{t}`")))?;
+        let listing = self.log_listing(t).await?;
         let names: Vec<&str> = listing
             .iter()
             .filter_map(|m| m.location.filename())

@@ -3,6 +3,8 @@
 //! Views live in the lake, beside the tables they read, so that every process and every
 //! later session sees the same definitions, on local disk or object storage alike.
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, Utc};
 use deltalake::{ObjectStore, Path};
 use futures::TryStreamExt;
@@ -21,6 +23,19 @@ pub struct ViewDef {
     pub sql: String,
     /// When it was (re)defined.
     pub created_at: DateTime<Utc>,
+    /// Changes whenever the view is redefined (the stored file's entity tag); not stored.
+    #[serde(skip)]
+    pub stamp: Option<String>,
+}
+
+fn stamp_of(meta: &deltalake::ObjectMeta) -> String {
+    meta.e_tag.clone().unwrap_or_else(|| {
+        format!(
+            "{}-{}",
+            meta.last_modified.timestamp_nanos_opt().unwrap_or_default(),
+            meta.size
+        )
+    })
 }
 
 fn view_path(t: &TableName) -> Path {
@@ -46,6 +61,7 @@ impl Lake {
             name: name.clone(),
             sql: sql.to_string(),
             created_at: Utc::now(),
+            stamp: None,
         };
         let body = serde_json::to_vec_pretty(&def).expect("views serialize");
         self.store()
@@ -59,13 +75,15 @@ impl Lake {
     pub async fn view(&self, name: &TableName) -> Result<Option<ViewDef>> {
         match self.store().get(&view_path(name)).await {
             Ok(r) => {
+                let stamp = stamp_of(&r.meta);
                 let bytes = r
                     .bytes()
                     .await
                     .map_err(Error::store(format!("reading view `{name}`")))?;
-                let def = serde_json::from_slice(&bytes).map_err(|e| {
+                let mut def: ViewDef = serde_json::from_slice(&bytes).map_err(|e| {
                     Error::Corrupt(format!("view file of `{name}` is not valid: {e}"))
                 })?;
+                def.stamp = Some(stamp);
                 Ok(Some(def))
             }
             Err(deltalake::ObjectStoreError::NotFound { .. }) => Ok(None),
@@ -74,6 +92,35 @@ impl Lake {
                 source: e,
             }),
         }
+    }
+
+    /// The names of all views (or those of one namespace), each with a stamp that changes
+    /// whenever the view is redefined: one listing, no reads.
+    pub async fn view_stamps(&self, ns: Option<&str>) -> Result<BTreeMap<TableName, String>> {
+        let prefix = match ns {
+            Some(ns) => Path::from(format!("{INTERNAL_DIR}/views/{ns}")),
+            None => Path::from(format!("{INTERNAL_DIR}/views")),
+        };
+        let metas: Vec<_> = self
+            .store()
+            .list(Some(&prefix))
+            .try_collect()
+            .await
+            .map_err(Error::store("listing views"))?;
+        let mut out = BTreeMap::new();
+        for m in metas {
+            let parts: Vec<_> = m.location.parts().collect();
+            let [.., ns, file] = parts.as_slice() else {
+                continue;
+            };
+            let Some(name) = file.as_ref().strip_suffix(".json") else {
+                continue;
+            };
+            if let Ok(t) = TableName::new(ns.as_ref(), name) {
+                out.insert(t, stamp_of(&m));
+            }
+        }
+        Ok(out)
     }
 
     /// All views, or those of one namespace.
@@ -100,9 +147,10 @@ impl Lake {
                 .bytes()
                 .await
                 .map_err(Error::store("reading a view"))?;
-            let def: ViewDef = serde_json::from_slice(&bytes).map_err(|e| {
+            let mut def: ViewDef = serde_json::from_slice(&bytes).map_err(|e| {
                 Error::Corrupt(format!("view file `{}` is not valid: {e}", m.location))
             })?;
+            def.stamp = Some(stamp_of(&m));
             out.push(def);
         }
         out.sort_by(|a, b| a.name.cmp(&b.name));

@@ -3,6 +3,7 @@
 
 mod memory;
 mod slt;
+mod view_chain;
 
 use std::path::Path;
 
