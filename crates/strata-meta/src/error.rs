@@ -122,6 +122,58 @@ pub enum Error {
         input: String,
     },
 
+    /// A user, role or other named thing is already there.
+    #[error("{kind} `{name}` already exists")]
+    AlreadyExists {
+        /// What kind of thing: `user`, `role`, `token hash`.
+        kind: &'static str,
+        /// Its name.
+        name: String,
+    },
+
+    /// A user, role or other named thing is not there.
+    #[error("{kind} `{name}` not found")]
+    NotFound {
+        /// What kind of thing: `user` or `role`.
+        kind: &'static str,
+        /// The name looked up.
+        name: String,
+    },
+
+    /// Making `member` a member of `role` would make role membership circular.
+    #[error("cannot make `{member}` a member of role `{role}`: {reason}; role membership may not form a cycle",
+        reason = cycle_reason(.role, .member))]
+    RoleCycle {
+        /// The role that was to get a member.
+        role: String,
+        /// The would-be member.
+        member: String,
+    },
+
+    /// Text that should be a privilege, object kind, audit outcome, name or id is not one.
+    #[error("invalid {what} `{input}`; expected {expected}")]
+    InvalidValue {
+        /// What the text should be, e.g. `privilege`.
+        what: &'static str,
+        /// The text given.
+        input: String,
+        /// What is accepted.
+        expected: &'static str,
+    },
+
+    /// A grant that cannot be stored as given.
+    #[error("invalid grant of {privilege} on `{object}` to `{grantee}`: {reason}")]
+    InvalidGrant {
+        /// The privilege.
+        privilege: crate::Privilege,
+        /// The object as given.
+        object: String,
+        /// The grantee.
+        grantee: String,
+        /// What is wrong.
+        reason: &'static str,
+    },
+
     /// A stored value does not decode; the database was edited by hand or by a newer Strata.
     #[error("corrupt metadata: {what}")]
     Corrupt {
@@ -144,7 +196,12 @@ impl Classify for Error {
             | Error::RunNotFound { .. }
             | Error::RunAlreadyFinished { .. }
             | Error::InvalidRunId { .. }
-            | Error::InvalidRunStatus { .. } => ErrorClass::User,
+            | Error::InvalidRunStatus { .. }
+            | Error::AlreadyExists { .. }
+            | Error::NotFound { .. }
+            | Error::RoleCycle { .. }
+            | Error::InvalidValue { .. }
+            | Error::InvalidGrant { .. } => ErrorClass::User,
             Error::CreateDir { .. } => ErrorClass::External,
             // A wrong password, user or database name is in the URL the user gave.
             Error::Connect { source, .. } if is_bad_login(source) => ErrorClass::User,
@@ -232,6 +289,11 @@ fn sqlite_primary_code(db: &dyn sqlx::error::DatabaseError) -> i32 {
     db.code().and_then(|c| c.parse::<i32>().ok()).unwrap_or(0) & 0xff
 }
 
+/// The statement broke a unique or primary-key constraint.
+pub(crate) fn is_unique_violation(error: &sqlx::Error) -> bool {
+    matches!(error, sqlx::Error::Database(db) if db.is_unique_violation())
+}
+
 /// SQLite said `database is locked` (SQLITE_BUSY).
 pub(crate) fn is_sqlite_busy(error: &sqlx::Error) -> bool {
     match error {
@@ -266,6 +328,14 @@ fn migrate_cause(error: &MigrateError) -> String {
             format!("migration {version} failed: {}", sqlx_cause(e))
         }
         other => other.to_string(),
+    }
+}
+
+fn cycle_reason(role: &str, member: &str) -> String {
+    if role == member {
+        "a role cannot be a member of itself".to_owned()
+    } else {
+        format!("`{role}` is already a member of `{member}`, directly or through other roles")
     }
 }
 

@@ -3,8 +3,18 @@
 //! It records state; definitions live in the project directory. Models, sources,
 //! schedules and grants are files in the project, read by `strata-project`; this crate
 //! keeps what happened to them: which commands ran, when, for whom and how they ended, plus
-//! small settings. It never holds a definition, so losing the metadata database loses
-//! history, never the project.
+//! small settings. It holds no definition of its own, so losing the metadata database loses
+//! history (and the users and tokens below), never the project.
+//!
+//! It also holds the live access state a server enforces: users, roles and their members,
+//! grants, row policies, column masks and API tokens, plus the audit log of who ran what
+//! and how it ended. `access.yml` in the project declares roles, grants, policies and masks
+//! and is applied to this state, so the declarations still live in the project and can be
+//! applied again; users and tokens exist only here, created at run time. Every change to
+//! the access state increases
+//! [`MetaStore::access_version`], which servers poll to reload policies and notice revoked
+//! tokens within seconds. Passwords and token secrets never reach this crate: callers pass
+//! argon2 PHC strings and SHA-256 hashes.
 //!
 //! ```text
 //!  project dir ──► strata-project ──► strata-engine ──► strata-lake
@@ -46,12 +56,17 @@
 //! The crate has no cargo features; both drivers are always built.
 #![warn(missing_docs)]
 
+mod access;
 mod error;
 mod migrations;
 mod run;
 mod sql;
 mod store;
 
+pub use access::{
+    ApiToken, AuditEntry, AuditFilter, AuditOutcome, AuditRecord, ColumnMask, Grant, GrantRecord,
+    NewToken, NewUser, ObjectKind, Privilege, Role, RowPolicy, TokenId, User,
+};
 pub use error::{Error, Result};
 pub use run::{
     LineageEdge, NewRun, NodeResult, RunFilter, RunId, RunOutcome, RunRecord, RunStatus,

@@ -36,6 +36,78 @@ pub(crate) struct Statements {
     pub(crate) list_lineage: &'static str,
     /// Edges reading upstream node `$1` (column `$2`, or any when NULL).
     pub(crate) list_downstream: &'static str,
+
+    // Access control (see `crate::access`).
+    /// Adds one to the access version; run first in every access change.
+    pub(crate) bump_access_epoch: &'static str,
+    pub(crate) access_version: &'static str,
+    /// `user` or `role`: what the name `$1` is taken by, if anything.
+    pub(crate) principal_kind: &'static str,
+    pub(crate) insert_user: &'static str,
+    /// The columns of a `User`, ordered by name; `get_user` adds `WHERE name = $1`.
+    pub(crate) list_users: &'static str,
+    pub(crate) get_user: &'static str,
+    pub(crate) set_password: &'static str,
+    pub(crate) set_user_attributes: &'static str,
+    pub(crate) set_user_disabled: &'static str,
+    pub(crate) delete_user: &'static str,
+    /// Removes the memberships of user or role `$1` in roles.
+    pub(crate) delete_memberships_of: &'static str,
+    /// Removes the members of role `$1` and its memberships in other roles.
+    pub(crate) delete_role_memberships: &'static str,
+    /// Removes all grants to `$1`.
+    pub(crate) delete_grants_to: &'static str,
+    /// Removes user `$1`'s API tokens.
+    pub(crate) delete_tokens_of: &'static str,
+    pub(crate) insert_role: &'static str,
+    pub(crate) delete_role: &'static str,
+    pub(crate) list_roles: &'static str,
+    pub(crate) list_role_members: &'static str,
+    /// Adds member `$2` to role `$1` unless it is one already.
+    pub(crate) insert_role_member: &'static str,
+    pub(crate) delete_role_member: &'static str,
+    /// Every role `$1` belongs to, directly or through other roles.
+    pub(crate) roles_of: &'static str,
+    /// Inserts a grant unless the same one exists.
+    pub(crate) insert_grant: &'static str,
+    /// `$1` privilege, `$2` object kind, `$3` object, `$4` columns key, `$5` grantee.
+    pub(crate) delete_grant: &'static str,
+    /// `$1` grantee or NULL.
+    pub(crate) list_grants: &'static str,
+    /// Inserts or replaces a row policy; affects no row when the stored one is the same.
+    pub(crate) upsert_row_policy: &'static str,
+    pub(crate) delete_row_policy: &'static str,
+    pub(crate) list_row_policies: &'static str,
+    /// Inserts or replaces a column mask; affects no row when the stored one is the same.
+    pub(crate) upsert_column_mask: &'static str,
+    pub(crate) delete_column_mask: &'static str,
+    pub(crate) list_column_masks: &'static str,
+    pub(crate) insert_token: &'static str,
+    /// The columns of an `ApiToken`; `token_by_hash` adds `WHERE token_hash = $1`.
+    pub(crate) token_by_hash: &'static str,
+    /// `$1` user or NULL.
+    pub(crate) list_tokens: &'static str,
+    /// Sets `revoked_at` of token `$1` to `$2` unless it is revoked already.
+    pub(crate) revoke_token: &'static str,
+    pub(crate) touch_token: &'static str,
+    pub(crate) insert_audit: &'static str,
+    /// `$1` principal or NULL, `$2` surface or NULL, `$3` limit; newest first.
+    pub(crate) list_audit: &'static str,
+}
+
+/// The columns [`crate::access`] maps to a `User`.
+macro_rules! user_columns {
+    () => {
+        "SELECT name, password_hash, attributes, superuser, disabled, created_at FROM users"
+    };
+}
+
+/// The columns [`crate::access`] maps to an `ApiToken`.
+macro_rules! token_columns {
+    () => {
+        "SELECT id, user_name, name, created_at, expires_at, revoked_at, last_used_at \
+         FROM api_tokens"
+    };
 }
 
 /// The columns [`crate::store`] maps to a `RunRecord`, with the id expression first.
@@ -110,6 +182,79 @@ macro_rules! statements {
                  upstream_column, kind FROM column_lineage WHERE upstream_node = $1 \
                  AND ($2 IS NULL OR upstream_column = $2) \
                  ORDER BY node, position, upstream_column, kind",
+
+            bump_access_epoch: "UPDATE access_epoch SET version = version + 1 WHERE id = 1",
+            access_version: "SELECT version FROM access_epoch WHERE id = 1",
+            principal_kind: "SELECT 'user' AS kind FROM users WHERE name = $1 \
+                 UNION ALL SELECT 'role' AS kind FROM roles WHERE name = $1",
+            insert_user: "INSERT INTO users (name, password_hash, attributes, superuser, \
+                 disabled, created_at) VALUES ($1, $2, $3, $4, FALSE, $5)",
+            list_users: concat!(user_columns!(), " ORDER BY name"),
+            get_user: concat!(user_columns!(), " WHERE name = $1"),
+            set_password: "UPDATE users SET password_hash = $2 WHERE name = $1",
+            set_user_attributes: "UPDATE users SET attributes = $2 WHERE name = $1",
+            set_user_disabled: "UPDATE users SET disabled = $2 WHERE name = $1",
+            delete_user: "DELETE FROM users WHERE name = $1",
+            delete_memberships_of: "DELETE FROM role_members WHERE member = $1",
+            delete_role_memberships: "DELETE FROM role_members WHERE role = $1 OR member = $1",
+            delete_grants_to: "DELETE FROM grants WHERE grantee = $1",
+            delete_tokens_of: "DELETE FROM api_tokens WHERE user_name = $1",
+            insert_role: "INSERT INTO roles (name, created_at) VALUES ($1, $2)",
+            delete_role: "DELETE FROM roles WHERE name = $1",
+            list_roles: "SELECT name FROM roles ORDER BY name",
+            list_role_members: "SELECT role, member FROM role_members ORDER BY role, member",
+            insert_role_member: "INSERT INTO role_members (role, member) VALUES ($1, $2) \
+                 ON CONFLICT (role, member) DO NOTHING",
+            delete_role_member: "DELETE FROM role_members WHERE role = $1 AND member = $2",
+            roles_of: "WITH RECURSIVE up (name) AS ( \
+                 SELECT role FROM role_members WHERE member = $1 \
+                 UNION SELECT m.role FROM role_members m JOIN up ON m.member = up.name) \
+                 SELECT name FROM up WHERE name <> $1 ORDER BY name",
+            insert_grant: "INSERT INTO grants (privilege, object_kind, object, columns, \
+                 columns_key, grantee, granted_by, granted_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+                 ON CONFLICT (grantee, object_kind, object, privilege, columns_key) DO NOTHING",
+            delete_grant: "DELETE FROM grants WHERE privilege = $1 AND object_kind = $2 \
+                 AND object = $3 AND columns_key = $4 AND grantee = $5",
+            list_grants: "SELECT privilege, object_kind, object, columns, grantee, granted_by, \
+                 granted_at FROM grants WHERE ($1 IS NULL OR grantee = $1) \
+                 ORDER BY grantee, object_kind, object, privilege, columns_key",
+            upsert_row_policy: "INSERT INTO row_policies (table_name, name, predicate, \
+                 applies_to, created_at) VALUES ($1, $2, $3, $4, $5) \
+                 ON CONFLICT (table_name, name) DO UPDATE SET predicate = excluded.predicate, \
+                 applies_to = excluded.applies_to \
+                 WHERE row_policies.predicate <> excluded.predicate \
+                 OR row_policies.applies_to <> excluded.applies_to",
+            delete_row_policy: "DELETE FROM row_policies WHERE table_name = $1 AND name = $2",
+            list_row_policies: "SELECT table_name, name, predicate, applies_to \
+                 FROM row_policies ORDER BY table_name, name",
+            upsert_column_mask: "INSERT INTO column_masks (table_name, column_name, mask, \
+                 exempt, created_at) VALUES ($1, $2, $3, $4, $5) \
+                 ON CONFLICT (table_name, column_name) DO UPDATE SET mask = excluded.mask, \
+                 exempt = excluded.exempt \
+                 WHERE column_masks.mask <> excluded.mask \
+                 OR column_masks.exempt <> excluded.exempt",
+            delete_column_mask: "DELETE FROM column_masks \
+                 WHERE table_name = $1 AND column_name = $2",
+            list_column_masks: "SELECT table_name, column_name, mask, exempt \
+                 FROM column_masks ORDER BY table_name, column_name",
+            insert_token: "INSERT INTO api_tokens (id, user_name, name, token_hash, created_at, \
+                 expires_at) VALUES ($1, $2, $3, $4, $5, $6)",
+            token_by_hash: concat!(token_columns!(), " WHERE token_hash = $1"),
+            list_tokens: concat!(
+                token_columns!(),
+                " WHERE ($1 IS NULL OR user_name = $1) ORDER BY user_name, created_at, id"
+            ),
+            revoke_token: "UPDATE api_tokens SET revoked_at = $2 \
+                 WHERE id = $1 AND revoked_at IS NULL",
+            touch_token: "UPDATE api_tokens SET last_used_at = $2 WHERE id = $1",
+            insert_audit: "INSERT INTO audit_log (at, principal, surface, statement, tables, \
+                 row_count, outcome, error, duration_ms) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            list_audit: "SELECT id, at, principal, surface, statement, tables, row_count, \
+                 outcome, error, duration_ms FROM audit_log \
+                 WHERE ($1 IS NULL OR principal = $1) AND ($2 IS NULL OR surface = $2) \
+                 ORDER BY id DESC LIMIT $3",
         }
     };
 }
@@ -130,11 +275,14 @@ pub(crate) struct Timestamp(DateTime<Utc>);
 
 impl Timestamp {
     pub(crate) fn now() -> Self {
-        let now = Utc::now();
-        let micros = now.timestamp_micros();
+        Self::from_datetime(Utc::now())
+    }
+
+    /// `at`, truncated to microseconds.
+    pub(crate) fn from_datetime(at: DateTime<Utc>) -> Self {
         Self(
-            DateTime::from_timestamp_micros(micros)
-                .expect("a timestamp taken from the clock fits in i64 microseconds"),
+            DateTime::from_timestamp_micros(at.timestamp_micros())
+                .expect("a chrono timestamp fits in i64 microseconds"),
         )
     }
 

@@ -12,7 +12,7 @@ use sqlx::{ColumnIndex, Connection, Decode, Row, Type};
 
 use crate::error;
 use crate::migrations;
-use crate::sql::{self, Timestamp};
+use crate::sql::Timestamp;
 use crate::{
     Error, LineageEdge, NewRun, NodeResult, Result, RunFilter, RunId, RunOutcome, RunRecord,
     RunStatus, SchemaChange,
@@ -27,31 +27,32 @@ const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// exit to let SQLite checkpoint its write-ahead log.
 #[derive(Debug)]
 pub struct MetaStore {
-    backend: Backend,
+    pub(crate) backend: Backend,
 }
 
 #[derive(Debug)]
-enum Backend {
+pub(crate) enum Backend {
     Sqlite(SqlitePool),
     Postgres(PgPool),
 }
 
 /// Runs `$body` once per backend with `$pool` bound to that backend's pool and `$sql` to its
-/// [`sql::Statements`]. The body is written once and type-checked against both drivers.
+/// [`crate::sql::Statements`]. The body is written once and type-checked against both drivers.
 macro_rules! on_backend {
     ($store:expr, |$pool:ident, $sql:ident| $body:expr) => {
         match &$store.backend {
-            Backend::Sqlite($pool) => {
-                let $sql = &sql::SQLITE;
+            $crate::store::Backend::Sqlite($pool) => {
+                let $sql = &$crate::sql::SQLITE;
                 $body
             }
-            Backend::Postgres($pool) => {
-                let $sql = &sql::POSTGRES;
+            $crate::store::Backend::Postgres($pool) => {
+                let $sql = &$crate::sql::POSTGRES;
                 $body
             }
         }
     };
 }
+pub(crate) use on_backend;
 
 impl MetaStore {
     /// Opens the store at `url` and applies any pending migrations.
@@ -617,7 +618,8 @@ fn parse_status(text: String, id: &RunId) -> Result<RunStatus> {
     })
 }
 
-/// Maps a row of [`sql::Statements::list_runs`] or [`sql::Statements::get_run`].
+/// Maps a row of [`crate::sql::Statements::list_runs`] or
+/// [`crate::sql::Statements::get_run`].
 fn run_from_row<'r, R>(row: &'r R) -> Result<RunRecord>
 where
     R: Row,
@@ -668,5 +670,10 @@ mod tests {
         send(store.get_run(id));
         send(store.get_setting(""));
         send(store.set_setting("", ""));
+        send(store.create_user(&crate::NewUser::default()));
+        send(store.set_password("", None));
+        send(store.grant_role("", ""));
+        send(store.roles());
+        send(store.access_version());
     }
 }

@@ -12,6 +12,7 @@
 
 mod support;
 
+mod access;
 mod connect;
 mod errors;
 mod runs;
