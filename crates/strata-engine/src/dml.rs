@@ -16,6 +16,7 @@ use datafusion::sql::sqlparser::ast::{
 };
 use strata_lake::{MergeClause, TableName, WriteOptions};
 
+use crate::access::Privilege;
 use crate::engine::{Session, StatementResult};
 use crate::{Error, Result};
 
@@ -88,6 +89,16 @@ async fn check_columns(session: &Session, t: &TableName, cols: &[&str]) -> Resul
     Ok(())
 }
 
+/// The predicate of an `UPDATE`/`DELETE` on `t`, narrowed to the rows the session's row
+/// policies let it see: a principal changes only rows it could read.
+fn restricted(session: &Session, t: &TableName, selection: Option<&Expr>) -> Option<String> {
+    let policy = session.access().and_then(|a| a.row_predicate(t));
+    match (selection.map(Expr::to_string), policy) {
+        (Some(s), Some(p)) => Some(format!("({s}) AND ({p})")),
+        (s, p) => s.or(p),
+    }
+}
+
 pub(crate) async fn update(session: &Session, u: &Update) -> Result<StatementResult> {
     if u.from.is_some() {
         return Err(Error::Unsupported(
@@ -95,10 +106,11 @@ pub(crate) async fn update(session: &Session, u: &Update) -> Result<StatementRes
         ));
     }
     let t = table_of(session, &u.table, "UPDATE")?;
+    session.require(Privilege::Update, &t)?;
     let set = assignments(&u.assignments)?;
     let cols: Vec<&str> = set.iter().map(|(c, _)| c.as_str()).collect();
     check_columns(session, &t, &cols).await?;
-    let predicate = u.selection.as_ref().map(Expr::to_string);
+    let predicate = restricted(session, &t, u.selection.as_ref());
     let n = session
         .lake()
         .update(&t, predicate.as_deref(), set, Some(session.session_state()))
@@ -119,7 +131,8 @@ pub(crate) async fn delete(session: &Session, d: &Delete) -> Result<StatementRes
         return Err(Error::Invalid("DELETE takes exactly one table".into()));
     };
     let t = table_of(session, twj, "DELETE")?;
-    let predicate = d.selection.as_ref().map(Expr::to_string);
+    session.require(Privilege::Delete, &t)?;
+    let predicate = restricted(session, &t, d.selection.as_ref());
     let n = session
         .lake()
         .delete(&t, predicate.as_deref(), Some(session.session_state()))
@@ -130,6 +143,7 @@ pub(crate) async fn delete(session: &Session, d: &Delete) -> Result<StatementRes
 pub(crate) async fn truncate(session: &Session, tr: &Truncate) -> Result<StatementResult> {
     for target in &tr.table_names {
         let t = session.object_name(&target.name)?;
+        session.require(Privilege::Delete, &t)?;
         if tr.if_exists && !session.lake().table_exists(&t).await? {
             continue;
         }
@@ -158,6 +172,16 @@ pub(crate) async fn merge(session: &Session, m: &Merge) -> Result<StatementResul
             )));
         }
     };
+    for clause in &m.clauses {
+        session.require(
+            match &clause.action {
+                MergeAction::Update(_) => Privilege::Update,
+                MergeAction::Delete { .. } => Privilege::Delete,
+                MergeAction::Insert(_) => Privilege::Insert,
+            },
+            &target,
+        )?;
+    }
     let (source_sql, source_alias) = match &m.source {
         TableFactor::Table { name, alias, .. } => (
             format!("SELECT * FROM {name}"),
@@ -278,6 +302,7 @@ pub(crate) async fn merge(session: &Session, m: &Merge) -> Result<StatementResul
 
 pub(crate) async fn alter_table(session: &Session, a: &AlterTable) -> Result<StatementResult> {
     let t = session.object_name(&a.name)?;
+    session.require(Privilege::All, &t)?;
     if a.if_exists && !session.lake().table_exists(&t).await? {
         return done("ALTER TABLE", None);
     }

@@ -21,6 +21,7 @@ use datafusion::sql::sqlparser::ast::{self, Statement as SqlStatement};
 use strata_lake::{Lake, TableName, ViewDef, WriteMode, WriteOptions};
 use strata_project::EngineSettings;
 
+use crate::access::{Access, AccessPolicy, Principal, Privilege};
 use crate::catalog::{CATALOG, LakeCatalog};
 use crate::dialect::StrataDialect;
 use crate::{DEFAULT_NAMESPACE, Error, Result, dml, time_travel};
@@ -126,18 +127,37 @@ impl Engine {
         &self.inner.lake
     }
 
-    /// Opens a session.
+    /// Opens a session with every right: for the project's own commands (`strata run`,
+    /// `strata sql` on the command line), never for a remote client.
     pub async fn session(&self) -> Result<Session> {
         self.inner.catalog.refresh().await?;
         Ok(Session {
-            ctx: self.inner.new_context(),
+            ctx: self.inner.new_context(None),
             engine: Arc::clone(&self.inner),
+            access: None,
+        })
+    }
+
+    /// Opens a session for `principal` under `policy`: it sees, reads and writes only what
+    /// the policy grants, with row policies and column masks applied in every plan (see
+    /// [`crate::access`]).
+    pub async fn session_for(
+        &self,
+        principal: Principal,
+        policy: Arc<AccessPolicy>,
+    ) -> Result<Session> {
+        self.inner.catalog.refresh().await?;
+        let access = Arc::new(Access::new(principal, policy));
+        Ok(Session {
+            ctx: self.inner.new_context(Some(&access)),
+            engine: Arc::clone(&self.inner),
+            access: Some(access),
         })
     }
 }
 
 impl EngineInner {
-    pub(crate) fn new_context(&self) -> SessionContext {
+    pub(crate) fn new_context(&self, access: Option<&Arc<Access>>) -> SessionContext {
         let config = SessionConfig::new()
             .with_information_schema(true)
             .with_target_partitions(self.settings.target_partitions)
@@ -164,19 +184,53 @@ impl EngineInner {
             ),
             None => config,
         };
-        let state = SessionStateBuilder::new()
+        let mut builder = SessionStateBuilder::new()
             .with_config(config)
             .with_runtime_env(Arc::clone(&self.runtime))
             .with_default_features()
             // Delta's writers plan custom nodes (metrics observers) that need its planner.
-            .with_query_planner(deltalake::delta_datafusion::planner::DeltaPlanner::new())
-            .build();
-        let ctx = SessionContext::new_with_state(state).enable_url_table();
+            .with_query_planner(deltalake::delta_datafusion::planner::DeltaPlanner::new());
+        let secured = access.filter(|a| !a.principal().superuser);
+        if let Some(access) = secured {
+            // Row policies and masks are added to scans before types are coerced, so the
+            // expressions they add are coerced like the user's own.
+            let parser = self.new_context(None);
+            for f in crate::access::principal_functions(access.principal()) {
+                parser.register_udf(f);
+            }
+            let rule = Arc::new(crate::access::PolicyRule {
+                access: Arc::clone(access),
+                parser: Arc::new(parser.state()),
+            });
+            let mut rules = datafusion::optimizer::Analyzer::new().rules;
+            let at = rules
+                .iter()
+                .position(|r| r.name() == "type_coercion")
+                .unwrap_or(rules.len());
+            rules.insert(at, rule);
+            builder = builder.with_analyzer_rules(rules);
+        }
+        let state = builder.build();
+        let mut ctx = SessionContext::new_with_state(state);
+        // Files on the server's disk are reachable only from unsecured (local) sessions.
+        if secured.is_none() {
+            ctx = ctx.enable_url_table();
+        }
         crate::compat::register(&ctx);
-        ctx.register_catalog(
-            CATALOG,
-            Arc::clone(&self.catalog) as Arc<dyn CatalogProvider>,
-        );
+        if let Some(access) = access {
+            for f in crate::access::principal_functions(access.principal()) {
+                ctx.register_udf(f);
+            }
+        }
+        // A principal's session (a superuser's too) gets a catalog of its own.
+        let catalog: Arc<dyn CatalogProvider> = match access {
+            Some(access) => Arc::new(crate::access::SecuredCatalog::new(
+                Arc::clone(&self.catalog) as Arc<dyn CatalogProvider>,
+                Arc::clone(access),
+            )),
+            None => Arc::clone(&self.catalog) as Arc<dyn CatalogProvider>,
+        };
+        ctx.register_catalog(CATALOG, catalog);
         let snapshots = MemoryCatalogProvider::new();
         snapshots
             .register_schema("v", Arc::new(MemorySchemaProvider::new()))
@@ -192,7 +246,7 @@ impl EngineInner {
         if let Some(plan) = self.view_plans.get(&self.lake, view).await {
             return Ok(plan);
         }
-        let ctx = self.view_context.get_or_init(|| self.new_context());
+        let ctx = self.view_context.get_or_init(|| self.new_context(None));
         let (planned, deps) = crate::views::collecting_dependencies(ctx.sql(&view.sql)).await;
         let plan = planned
             .map_err(|e| {
@@ -212,6 +266,7 @@ impl EngineInner {
 pub struct Session {
     ctx: SessionContext,
     engine: Arc<EngineInner>,
+    access: Option<Arc<Access>>,
 }
 
 impl std::fmt::Debug for Session {
@@ -229,6 +284,36 @@ impl Session {
     /// The lake.
     pub fn lake(&self) -> &Lake {
         &self.engine.lake
+    }
+
+    /// The principal's access, for a session opened with [`Engine::session_for`].
+    pub fn access(&self) -> Option<&Arc<Access>> {
+        self.access.as_ref()
+    }
+
+    /// Refuses unless the session may use `privilege` on `t` (always true for an
+    /// unsecured session).
+    pub(crate) fn require(&self, privilege: Privilege, t: &TableName) -> Result<()> {
+        match &self.access {
+            Some(a) => a.require(privilege, t),
+            None => Ok(()),
+        }
+    }
+
+    /// Refuses unless the session may create in namespace `ns`.
+    fn require_namespace(&self, privilege: Privilege, ns: &str) -> Result<()> {
+        match &self.access {
+            Some(a) => a.require_namespace(privilege, ns),
+            None => Ok(()),
+        }
+    }
+
+    /// Refuses unless the session is unsecured or a superuser's.
+    fn require_superuser(&self, what: &str) -> Result<()> {
+        match &self.access {
+            Some(a) => a.require_superuser(what),
+            None => Ok(()),
+        }
     }
 
     /// Splits a script into statements.
@@ -294,6 +379,13 @@ impl Session {
                 ..
             }) => {
                 let t = self.table_name(&table_name)?;
+                self.require(
+                    match op {
+                        InsertOp::Overwrite => Privilege::All,
+                        _ => Privilege::Insert,
+                    },
+                    &t,
+                )?;
                 let mode = match op {
                     InsertOp::Append => WriteMode::Append,
                     InsertOp::Overwrite => WriteMode::Overwrite,
@@ -335,6 +427,10 @@ impl Session {
     /// Turns DataFusion's "table 'strata.ns.t' not found" into the lake's message, which
     /// suggests the closest existing table.
     async fn explain_plan_error(&self, e: DataFusionError) -> Error {
+        if self.access.is_some() {
+            // No "did you mean": the hint would list tables the principal may not see.
+            return e.into();
+        }
         let msg = e.find_root().to_string();
         if let Some(start) = msg.find("table '")
             && let Some(rest) = msg.get(start + 7..)
@@ -413,6 +509,20 @@ impl Session {
         self.table_name(&r)
     }
 
+    /// Creating `t` needs CREATE on its namespace; replacing an existing table or view
+    /// also needs ALL on it.
+    async fn require_create(&self, t: &TableName) -> Result<()> {
+        if self.access.is_none() {
+            return Ok(());
+        }
+        self.require_namespace(Privilege::Create, &t.namespace)?;
+        let lake = &self.engine.lake;
+        if lake.table_exists(t).await? || lake.view(t).await?.is_some() {
+            self.require(Privilege::All, t)?;
+        }
+        Ok(())
+    }
+
     async fn refresh(&self) -> Result<()> {
         self.engine.catalog.refresh().await?;
         Ok(())
@@ -427,6 +537,7 @@ impl Session {
         let result = match ddl {
             DdlStatement::CreateMemoryTable(c) => {
                 let t = self.table_name(&c.name)?;
+                self.require_create(&t).await?;
                 if c.temporary {
                     return Err(Error::Unsupported(
                         "temporary tables are not supported; create a table in a scratch namespace and drop it".into(),
@@ -493,6 +604,7 @@ impl Session {
             }
             DdlStatement::CreateView(v) => {
                 let t = self.table_name(&v.name)?;
+                self.require_create(&t).await?;
                 if v.temporary {
                     return Err(Error::Unsupported(
                         "temporary views are not supported".into(),
@@ -520,6 +632,7 @@ impl Session {
                 }
             }
             DdlStatement::CreateCatalogSchema(s) => {
+                self.require_superuser("create namespaces")?;
                 let name = s
                     .schema_name
                     .rsplit('.')
@@ -538,6 +651,7 @@ impl Session {
             }
             DdlStatement::DropTable(d) => {
                 let t = self.table_name(&d.name)?;
+                self.require(Privilege::All, &t)?;
                 if lake.view(&t).await?.is_some() {
                     return Err(strata_lake::Error::IsAView(t, "use DROP VIEW").into());
                 }
@@ -555,6 +669,7 @@ impl Session {
             }
             DdlStatement::DropView(d) => {
                 let t = self.table_name(&d.name)?;
+                self.require(Privilege::All, &t)?;
                 if !lake.drop_view(&t).await? && !d.if_exists {
                     return Err(strata_lake::Error::ViewNotFound(t).into());
                 }
@@ -564,6 +679,7 @@ impl Session {
                 }
             }
             DdlStatement::DropCatalogSchema(d) => {
+                self.require_superuser("drop namespaces")?;
                 let name = d.name.schema_name().to_string();
                 let existed = lake.drop_namespace(&name, d.cascade).await?;
                 if !existed && !d.if_exists {

@@ -19,6 +19,9 @@ pub enum Error {
     /// A statement that cannot run as written.
     #[error("{0}")]
     Invalid(String),
+    /// The principal lacks a privilege (SQLSTATE 42501 at the wire).
+    #[error("{0}")]
+    PermissionDenied(String),
 }
 
 impl Error {
@@ -53,6 +56,9 @@ fn parser_location(message: &str) -> Option<(usize, usize)> {
 
 impl From<DataFusionError> for Error {
     fn from(e: DataFusionError) -> Self {
+        if let Some(m) = find_denial(&e) {
+            return Error::PermissionDenied(m.to_string());
+        }
         Error::DataFusion(Box::new(e))
     }
 }
@@ -99,6 +105,23 @@ fn clean_datafusion_message(e: &DataFusionError) -> String {
     s
 }
 
+/// A permission denial raised inside planning or execution (the secured catalog, the
+/// policy rule), wherever DataFusion wrapped it.
+pub fn find_denial(e: &DataFusionError) -> Option<&str> {
+    match e {
+        DataFusionError::External(inner) => match inner.downcast_ref::<Error>() {
+            Some(Error::PermissionDenied(m)) => Some(m),
+            Some(Error::DataFusion(e)) => find_denial(e),
+            _ => inner
+                .downcast_ref::<DataFusionError>()
+                .and_then(find_denial),
+        },
+        DataFusionError::Context(_, inner) => find_denial(inner),
+        DataFusionError::Shared(inner) => find_denial(inner),
+        _ => None,
+    }
+}
+
 fn find_lake_error(e: &DataFusionError) -> Option<&strata_lake::Error> {
     match e {
         DataFusionError::External(inner) => inner.downcast_ref::<strata_lake::Error>(),
@@ -124,7 +147,10 @@ impl Classify for Error {
                 }
             }
             Error::Lake(e) => e.class(),
-            Error::Name(_) | Error::Unsupported(_) | Error::Invalid(_) => ErrorClass::User,
+            Error::Name(_)
+            | Error::Unsupported(_)
+            | Error::Invalid(_)
+            | Error::PermissionDenied(_) => ErrorClass::User,
         }
     }
 

@@ -26,6 +26,7 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod access;
 mod catalog;
 mod compat;
 mod dialect;
@@ -37,11 +38,15 @@ mod provider;
 mod time_travel;
 mod views;
 
+pub use access::{
+    Access, AccessPolicy, ColumnMask, GrantRule, MaskKind, Principal, Privilege, RowFilter,
+    Securable,
+};
 pub use catalog::CATALOG;
 pub use datafusion;
 pub use dialect::StrataDialect;
 pub use engine::{Engine, Session, StatementResult};
-pub use error::{Error, Result};
+pub use error::{Error, Result, find_denial as error_denial};
 
 /// The namespace unqualified table names resolve to.
 pub const DEFAULT_NAMESPACE: &str = "public";

@@ -18,6 +18,7 @@ use datafusion::sql::sqlparser::ast::{
     Expr, Ident, ObjectName, TableAlias, TableFactor, TableVersion, Value, VisitMut, VisitorMut,
 };
 
+use crate::access::Privilege;
 use crate::engine::{SNAPSHOT_CATALOG, Session};
 use crate::{Error, Result};
 
@@ -120,6 +121,7 @@ pub(crate) async fn pin_versions(session: &Session, stmt: &mut DFStatement) -> R
     let mut pinned = Pinned::default();
     for (name, version) in collect.found {
         let t = session.object_name(&name)?;
+        session.require(Privilege::Select, &t)?;
         let table = match &version {
             TableVersion::VersionAsOf(e) => {
                 let v = version_number(e)?;
@@ -146,6 +148,9 @@ pub(crate) async fn pin_versions(session: &Session, stmt: &mut DFStatement) -> R
             TableReference::full(SNAPSHOT_CATALOG, "v", id.as_str()),
             provider,
         )?;
+        if let Some(access) = session.access() {
+            access.register_snapshot(&id, &t);
+        }
         pinned.0.push(id);
     }
     let mut rewrite = Rewrite {

@@ -1,6 +1,7 @@
 //! Integration tests of the warehouse: SQL behaviour in sqllogictest files (`tests/slt/`),
 //! run against a real lake in a temporary directory, plus engine-level checks.
 
+mod access;
 mod memory;
 mod slt;
 mod view_chain;
