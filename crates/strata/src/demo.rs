@@ -744,6 +744,68 @@ fn write_products_json(dir: &std::path::Path, batches: &[RecordBatch]) -> Result
     Ok(())
 }
 
+/// The demo's users (name, password, superuser, region attribute). Demo passwords are
+/// accepted from this machine only (the server takes passwords from other hosts over TLS).
+pub(crate) const USERS: &[(&str, &str, bool, Option<&str>)] = &[
+    ("admin", "admin", true, None),
+    ("analyst", "analyst", false, Some("Europe")),
+];
+
+/// Who sees what when the demo is served: the `analyst` role reads the marts, only its
+/// region's orders and customers, with customers' emails masked. Idempotent: what exists
+/// is kept.
+pub(crate) async fn setup_access(meta: &strata_meta::MetaStore) -> Result<()> {
+    use strata_meta::{ColumnMask, Grant, NewUser, ObjectKind, Privilege, RowPolicy};
+    for (name, password, superuser, region) in USERS {
+        if meta.user(name).await?.is_some() {
+            continue;
+        }
+        let password = password.to_string();
+        let hash =
+            tokio::task::spawn_blocking(move || strata_server::auth::hash_password(&password))
+                .await??;
+        meta.create_user(&NewUser {
+            name: name.to_string(),
+            password_hash: Some(hash),
+            attributes: region
+                .map(|r| [("region".to_string(), r.to_string())].into())
+                .unwrap_or_default(),
+            superuser: *superuser,
+        })
+        .await?;
+    }
+    if !meta.roles().await?.iter().any(|r| r.name == "analysts") {
+        meta.create_role("analysts").await?;
+    }
+    meta.grant_role("analysts", "analyst").await?;
+    meta.grant(&Grant {
+        privilege: Privilege::Select,
+        object_kind: ObjectKind::Namespace,
+        object: "analytics".into(),
+        columns: None,
+        grantee: "analysts".into(),
+        granted_by: "strata demo".into(),
+    })
+    .await?;
+    for table in ["analytics.fct_orders", "analytics.dim_customers"] {
+        meta.put_row_policy(&RowPolicy {
+            name: "own_region".into(),
+            table: table.into(),
+            predicate: "sales_region = current_user_attribute('region')".into(),
+            applies_to: "analysts".into(),
+        })
+        .await?;
+    }
+    meta.put_column_mask(&ColumnMask {
+        table: "analytics.dim_customers".into(),
+        column: "email".into(),
+        mask: "email".into(),
+        exempt: vec![],
+    })
+    .await?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,5 +1,6 @@
 //! `strata`: the command-line front of the whole platform.
 
+mod access_cmd;
 mod demo;
 mod lineage_cmd;
 mod models_checks;
@@ -269,6 +270,54 @@ Examples:
         #[arg(long, default_value_t = 20)]
         limit: u32,
     },
+    /// Serve the warehouse: the Postgres wire protocol for psql, drivers and BI tools, with
+    /// every session opened for an authenticated user under its grants, row policies and
+    /// column masks.
+    #[command(after_help = "\
+Users log in with their password or an API token (as the password). Without TLS, only
+clients on this machine may log in; give --tls-cert and --tls-key to serve other hosts.
+
+Examples:
+  strata users add alice --password-stdin --attr region=EU
+  strata serve
+  psql 'postgres://alice@127.0.0.1:6875/strata'
+  strata serve --pg-addr 0.0.0.0:6875 --tls-cert server.crt --tls-key server.key")]
+    Serve {
+        /// Address of the Postgres wire protocol.
+        #[arg(long, default_value = strata_server::DEFAULT_PG_ADDR)]
+        pg_addr: std::net::SocketAddr,
+        /// TLS certificate chain (PEM).
+        #[arg(long, requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// TLS private key (PEM).
+        #[arg(long, requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
+    },
+    /// Users who may connect: add, list, set passwords and attributes, disable, drop.
+    Users {
+        #[command(subcommand)]
+        command: access_cmd::UsersCommand,
+    },
+    /// Roles and their members.
+    Roles {
+        #[command(subcommand)]
+        command: access_cmd::RolesCommand,
+    },
+    /// Privileges on namespaces, tables and columns.
+    Grants {
+        #[command(subcommand)]
+        command: access_cmd::GrantsCommand,
+    },
+    /// API tokens: usable as passwords, expiring, revocable.
+    Tokens {
+        #[command(subcommand)]
+        command: access_cmd::TokensCommand,
+    },
+    /// Row policies and column masks.
+    Policies {
+        #[command(subcommand)]
+        command: access_cmd::PoliciesCommand,
+    },
     /// Create and load a ready e-commerce project, build its dbt models, then print a short
     /// report.
     #[command(
@@ -285,6 +334,10 @@ Examples:
         /// `lumen_goods`, replaced) instead of a SQLite file, and ingest from there.
         #[arg(long, value_name = "URL")]
         postgres: Option<String>,
+        /// Do not serve the warehouse at the end (it is served only when the output is a
+        /// terminal anyway).
+        #[arg(long)]
+        no_serve: bool,
     },
 }
 
@@ -466,6 +519,18 @@ impl Ctx {
         })
     }
 
+    /// The metadata store, for commands that cannot work without it.
+    pub(crate) fn meta(&self) -> Result<&MetaStore> {
+        self.meta.as_ref().with_context(|| {
+            format!(
+                "the metadata store at {} is unavailable; check `metadata.url` in strata.yml",
+                self.project
+                    .redactor
+                    .redact(&self.project.settings.metadata.url)
+            )
+        })
+    }
+
     /// Runs `f`, recording the run (who, what, when, rows, outcome) in the metadata store.
     async fn recorded<F, Fut>(&self, command: &str, args: &str, f: F) -> Result<()>
     where
@@ -511,6 +576,56 @@ impl Ctx {
         }
         result.map(|_| ())
     }
+}
+
+/// `strata serve`: starts the surfaces and runs until interrupted.
+async fn serve(
+    ctx: &Ctx,
+    pg_addr: std::net::SocketAddr,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+) -> Result<()> {
+    let meta = std::sync::Arc::new(
+        MetaStore::connect(&ctx.project.settings.metadata.url)
+            .await
+            .context("the server keeps users and grants in the metadata store")?,
+    );
+    let opts = strata_server::ServeOptions {
+        pg_addr,
+        tls: match (tls_cert, tls_key) {
+            (Some(cert), Some(key)) => Some(strata_server::TlsFiles { cert, key }),
+            _ => None,
+        },
+    };
+    let server =
+        strata_server::Server::start(ctx.engine.clone(), std::sync::Arc::clone(&meta), &opts)
+            .await?;
+    if meta.users().await?.is_empty() {
+        eprintln!("warning: no users yet; add one with `strata users add <name> --password-stdin`");
+    }
+    let addr = server.pg_addr;
+    if ctx.json {
+        println!("{}", serde_json::json!({ "postgres": addr.to_string() }));
+    } else {
+        println!("Postgres wire protocol on {addr}");
+        println!(
+            "  psql 'postgres://<user>@{}:{}/strata{}'",
+            addr.ip(),
+            addr.port(),
+            if opts.tls.is_some() {
+                "?sslmode=require"
+            } else {
+                ""
+            }
+        );
+        println!("Stop with Ctrl-C.");
+    }
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    // Runs until the process is interrupted (the command's Ctrl-C handler ends it).
+    std::future::pending::<()>().await;
+    server.stop().await;
+    Ok(())
 }
 
 pub(crate) fn whoami() -> String {
@@ -593,11 +708,40 @@ async fn run(cli: Cli, redactor: strata_types::Redactor) -> Result<()> {
             let ctx = Ctx::load(&cli, &redactor).await?;
             lineage_cmd::lineage(&ctx, cli.project.as_deref(), args, target).await
         }
+        Command::Serve {
+            pg_addr,
+            tls_cert,
+            tls_key,
+        } => {
+            let ctx = Ctx::load(&cli, &redactor).await?;
+            serve(&ctx, *pg_addr, tls_cert.clone(), tls_key.clone()).await
+        }
+        Command::Users { command } => {
+            let ctx = Ctx::load(&cli, &redactor).await?;
+            access_cmd::users(ctx.meta()?, command.clone(), ctx.json).await
+        }
+        Command::Roles { command } => {
+            let ctx = Ctx::load(&cli, &redactor).await?;
+            access_cmd::roles(ctx.meta()?, command.clone(), ctx.json).await
+        }
+        Command::Grants { command } => {
+            let ctx = Ctx::load(&cli, &redactor).await?;
+            access_cmd::grants(ctx.meta()?, command.clone(), ctx.json, &whoami()).await
+        }
+        Command::Tokens { command } => {
+            let ctx = Ctx::load(&cli, &redactor).await?;
+            access_cmd::tokens(ctx.meta()?, command.clone(), ctx.json).await
+        }
+        Command::Policies { command } => {
+            let ctx = Ctx::load(&cli, &redactor).await?;
+            access_cmd::policies(ctx.meta()?, command.clone(), ctx.json).await
+        }
         Command::Demo {
             dir,
             scale,
             postgres,
-        } => run_demo(&cli, dir, *scale, postgres.as_deref()).await,
+            no_serve,
+        } => run_demo(&cli, dir, *scale, postgres.as_deref(), !*no_serve).await,
         Command::Sql {
             query,
             format,
@@ -980,7 +1124,13 @@ async fn describe(ctx: &Ctx, name: &str, history: usize) -> Result<()> {
     Ok(())
 }
 
-async fn run_demo(cli: &Cli, dir: &Path, scale: u64, postgres: Option<&str>) -> Result<()> {
+async fn run_demo(
+    cli: &Cli,
+    dir: &Path,
+    scale: u64,
+    postgres: Option<&str>,
+    serve: bool,
+) -> Result<()> {
     if scale == 0 {
         bail!("--scale must be at least 1 order");
     }
@@ -1071,12 +1221,41 @@ async fn run_demo(cli: &Cli, dir: &Path, scale: u64, postgres: Option<&str>) -> 
             );
         }
     }
+    let meta = ctx.meta()?;
+    demo::setup_access(meta).await?;
     if !ctx.quiet {
         let exe = std::env::current_exe()
             .map(|p| p.display().to_string())
             .unwrap_or_else(|_| "strata".into());
         println!(
-            "Try it yourself (the binary is {exe}; `cargo install --path crates/strata` puts `strata` on your PATH):\n  cd {}\n  strata tables\n  strata sql \"select segment_name, count(*) from analytics.customer_rfv group by 1\"\n  strata build                       # seeds, models, snapshot and tests again\n  strata lineage customer_rfv        # where each column comes from\n  strata docs generate               # target/manifest.json and catalog.json\n  strata shell",
+            "Try it yourself (the binary is {exe}; `cargo install --path crates/strata` puts `strata` on your PATH):\n  cd {}\n  strata tables\n  strata sql \"select segment_name, count(*) from analytics.customer_rfv group by 1\"\n  strata build                       # seeds, models, snapshot and tests again\n  strata lineage customer_rfv        # where each column comes from\n  strata docs generate               # target/manifest.json and catalog.json\n  strata shell\n",
+            dir.display()
+        );
+    }
+    let addr: std::net::SocketAddr = strata_server::DEFAULT_PG_ADDR.parse()?;
+    let connect = format!(
+        "Users: admin (password admin, sees everything) and analyst (password analyst, role analysts: \
+         the Europe region's orders and customers only, emails masked).\n  \
+         psql 'postgres://analyst:analyst@{addr}/strata' -c 'select customer_name, email, sales_region from analytics.dim_customers limit 5'\n  \
+         psql 'postgres://admin:admin@{addr}/strata' -c 'select sales_region, count(*) from analytics.fct_orders group by 1'"
+    );
+    use std::io::IsTerminal;
+    if serve && std::io::stdout().is_terminal() {
+        let server = strata_server::Server::start(
+            ctx.engine.clone(),
+            std::sync::Arc::new(MetaStore::connect(&ctx.project.settings.metadata.url).await?),
+            &strata_server::ServeOptions::default(),
+        )
+        .await?;
+        println!(
+            "Serving the warehouse over the Postgres protocol on {} (Ctrl-C stops it).\n{connect}",
+            server.pg_addr
+        );
+        std::future::pending::<()>().await;
+        server.stop().await;
+    } else if !ctx.quiet {
+        println!(
+            "Serve it to psql and BI tools with `strata serve` (in {}).\n{connect}",
             dir.display()
         );
     }

@@ -99,4 +99,43 @@ fn demo_builds_its_dbt_project_into_an_rfv_segmentation() {
     // Column lineage of the mart, one level up.
     let lineage = ok(&dir, &["--json", "lineage", "customer_rfv"]);
     assert_snapshot("demo_customer_rfv_lineage.json", &lineage);
+
+    // Served: the analyst sees only the Europe region's orders and customers, emails masked.
+    assert!(out.contains("strata serve"), "{out}");
+    let served = crate::serve::serve(&dir);
+    let port = served.port;
+    let all = crate::serve::psql_ok(
+        port,
+        "admin",
+        "admin",
+        "SELECT count(*) FROM analytics.fct_orders",
+    );
+    let europe = crate::serve::psql_ok(
+        port,
+        "analyst",
+        "analyst",
+        "SELECT count(*) FROM analytics.fct_orders",
+    );
+    let (all, europe): (u64, u64) = (all.trim().parse().unwrap(), europe.trim().parse().unwrap());
+    assert!(
+        europe > 0 && europe < all,
+        "analyst sees {europe} of {all} orders"
+    );
+    let out = crate::serve::psql_ok(
+        port,
+        "analyst",
+        "analyst",
+        "SELECT DISTINCT sales_region FROM analytics.dim_customers",
+    );
+    assert_eq!(out.trim(), "Europe");
+    let out = crate::serve::psql_ok(
+        port,
+        "analyst",
+        "analyst",
+        "SELECT email FROM analytics.dim_customers ORDER BY customer_id LIMIT 3",
+    );
+    assert!(
+        out.lines().count() == 3 && out.lines().all(|l| l.contains("***@")),
+        "{out}"
+    );
 }

@@ -8,6 +8,7 @@ mod errors;
 mod incremental;
 mod models;
 mod s3;
+mod serve;
 mod sources;
 mod workflow;
 

@@ -4,6 +4,7 @@ select
     orders.order_id,
     orders.customer_id,
     customers.country_code,
+    regions.sales_region,
     orders.ordered_at,
     orders.order_date,
     cast({{ dbt.date_trunc('month', 'orders.order_date') }} as date) as order_month,
@@ -19,3 +20,5 @@ select
 from {{ ref('int_order_totals') }} as orders
 inner join {{ ref('stg_customers') }} as customers
     on customers.customer_id = orders.customer_id
+left join {{ ref('country_regions') }} as regions
+    on regions.country_code = customers.country_code

@@ -1,0 +1,182 @@
+//! Serving: Strata's warehouse to BI tools, analysts and applications.
+//!
+//! ```text
+//!  psql / JDBC / BI ──Postgres wire (6875)──┐
+//!                                          ├─► login (users, API tokens: strata-meta)
+//!                                          │     └─► engine session for the principal
+//!                                          │           grants · row policies · masks
+//!                                          └─► strata-engine ─► strata-lake
+//! ```
+//!
+//! Every surface opens an engine session for an authenticated principal
+//! ([`strata_engine::Engine::session_for`]); grants, row policies and column masks are
+//! applied in the session's plans, so no surface can bypass them. Only this crate speaks
+//! network protocols.
+#![warn(missing_docs)]
+
+pub mod auth;
+pub mod errors;
+mod pg;
+pub mod policy;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use strata_engine::Engine;
+use strata_meta::MetaStore;
+use strata_types::{Classify, ErrorClass};
+use tokio::net::TcpListener;
+
+/// The `server_version` reported to Postgres clients. Drivers choose their catalog queries
+/// by it, so it names a modern PostgreSQL.
+pub const SERVER_VERSION: &str = "16.6 (Strata)";
+
+/// Default address of the Postgres wire protocol.
+pub const DEFAULT_PG_ADDR: &str = "127.0.0.1:6875";
+
+/// Errors of the serving layer.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Wrong user, password or token (deliberately vague).
+    #[error("authentication failed for user `{0}`")]
+    AuthFailed(String),
+    /// The metadata store.
+    #[error(transparent)]
+    Meta(#[from] strata_meta::Error),
+    /// The engine.
+    #[error(transparent)]
+    Engine(#[from] strata_engine::Error),
+    /// A listener or certificate problem, with what to check.
+    #[error("{0}")]
+    Setup(String),
+    /// A bug.
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl Classify for Error {
+    fn class(&self) -> ErrorClass {
+        match self {
+            Error::AuthFailed(_) | Error::Setup(_) => ErrorClass::User,
+            Error::Meta(e) => e.class(),
+            Error::Engine(e) => e.class(),
+            Error::Internal(_) => ErrorClass::Internal,
+        }
+    }
+}
+
+/// Result type of this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A certificate chain and private key, PEM files.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    /// Certificate chain.
+    pub cert: PathBuf,
+    /// Private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+}
+
+/// Where and how to serve.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    /// Postgres wire protocol address.
+    pub pg_addr: SocketAddr,
+    /// TLS for every surface; without it, passwords are accepted from loopback clients only.
+    pub tls: Option<TlsFiles>,
+}
+
+impl Default for ServeOptions {
+    fn default() -> Self {
+        Self {
+            pg_addr: DEFAULT_PG_ADDR.parse().expect("a valid address"),
+            tls: None,
+        }
+    }
+}
+
+/// A running server: its bound addresses, and a handle to stop it.
+#[derive(Debug)]
+pub struct Server {
+    /// Where the Postgres wire protocol listens.
+    pub pg_addr: SocketAddr,
+    stop: tokio::sync::watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Server {
+    /// Binds every surface and starts serving in the background.
+    pub async fn start(engine: Engine, meta: Arc<MetaStore>, opts: &ServeOptions) -> Result<Self> {
+        let tls = match &opts.tls {
+            Some(files) => Some(tls_acceptor(files)?),
+            None => None,
+        };
+        let policies = policy::Policies::load(Arc::clone(&meta)).await?;
+        let watcher = policies.watch();
+        let shared = Arc::new(pg::Shared {
+            engine,
+            auth: auth::Authenticator::new(meta),
+            policies,
+            connections: Arc::new(pgwire::api::ConnectionManager::new()),
+            tls,
+        });
+        let listener = TcpListener::bind(opts.pg_addr).await.map_err(|e| {
+            Error::Setup(format!(
+                "cannot listen on {} for the Postgres protocol: {e}; choose another address with --pg-addr",
+                opts.pg_addr
+            ))
+        })?;
+        let pg_addr = listener
+            .local_addr()
+            .map_err(|e| Error::Setup(e.to_string()))?;
+        let (stop, mut stopped) = tokio::sync::watch::channel(false);
+        let pg = tokio::spawn(pg::serve(listener, shared, async move {
+            let _ = stopped.wait_for(|s| *s).await;
+        }));
+        Ok(Self {
+            pg_addr,
+            stop,
+            tasks: vec![pg, watcher],
+        })
+    }
+
+    /// Stops accepting connections; connections already open end with their clients.
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        for t in self.tasks {
+            t.abort();
+            let _ = t.await;
+        }
+    }
+}
+
+/// A TLS acceptor from PEM files (certificate chain and key).
+fn tls_acceptor(files: &TlsFiles) -> Result<pgwire::tokio::TlsAcceptor> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&files.cert)
+        .and_then(|it| it.collect::<std::result::Result<_, _>>())
+        .map_err(|e| {
+            Error::Setup(format!(
+                "cannot read the TLS certificate {}: {e}",
+                files.cert.display()
+            ))
+        })?;
+    let key = PrivateKeyDer::from_pem_file(&files.key).map_err(|e| {
+        Error::Setup(format!(
+            "cannot read the TLS key {}: {e}",
+            files.key.display()
+        ))
+    })?;
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Error::Setup(format!("TLS: {e}")))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| Error::Setup(format!("TLS certificate and key do not match: {e}")))?;
+    // PostgreSQL 17 clients may start TLS directly (sslnegotiation=direct).
+    config.alpn_protocols = vec![b"postgresql".to_vec()];
+    Ok(pgwire::tokio::TlsAcceptor::from(Arc::new(config)))
+}

@@ -1,0 +1,499 @@
+//! The Postgres wire protocol: `psql`, psycopg, JDBC and BI tools connect here.
+//!
+//! Each accepted socket gets handlers of its own. The startup handler checks the password
+//! (or API token) against the metadata store and opens an engine session for the
+//! principal; queries then run on that session through `datafusion-postgres` (which speaks
+//! the simple and extended protocols, encodes Arrow as Postgres values, and answers
+//! `pg_catalog` queries), except statements that change data or definitions: a hook sends
+//! those through Strata's own statements ([`strata_engine::Session::execute`]), which check
+//! the principal's privileges and write Delta commits.
+//!
+//! Between statements a connection checks whether access changed (a token revoked, a user
+//! disabled, grants edited): it ends if its credential no longer holds, and otherwise
+//! continues under the new policy.
+
+use std::fmt::Debug;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use datafusion_postgres::datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider;
+use datafusion_postgres::datafusion_pg_catalog::setup_pg_catalog;
+use datafusion_postgres::hooks::HookClient;
+use datafusion_postgres::hooks::cursor::CursorStatementHook;
+use datafusion_postgres::hooks::set_show::SetShowHook;
+use datafusion_postgres::hooks::transactions::TransactionStatementHook;
+use datafusion_postgres::{DfSessionService, Parser, QueryHook};
+use futures::{Sink, SinkExt};
+use pgwire::api::auth::{
+    DefaultServerParameterProvider, StartupHandler, finish_authentication, protocol_negotiation,
+    save_startup_parameters_to_metadata,
+};
+use pgwire::api::cancel::DefaultCancelHandler;
+use pgwire::api::portal::Portal;
+use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
+use pgwire::api::results::{Response, Tag};
+use pgwire::api::store::PortalStore;
+use pgwire::api::{
+    ClientInfo, ClientPortalStore, ConnectionGuard, ConnectionHandle, ConnectionManager,
+    ErrorHandler, METADATA_USER, PgWireConnectionState, PgWireServerHandlers,
+    PidSecretKeyGenerator, RandomPidSecretKeyGenerator,
+};
+use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
+use pgwire::messages::startup::Authentication;
+use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
+use strata_engine::datafusion::common::ParamValues;
+use strata_engine::datafusion::logical_expr::{EmptyRelation, LogicalPlan};
+use strata_engine::datafusion::prelude::SessionContext;
+use strata_engine::datafusion::sql::parser::Statement as DFStatement;
+use strata_engine::datafusion::sql::sqlparser::ast::Statement;
+use strata_engine::{Engine, Principal, Session, StatementResult};
+use tokio::net::TcpListener;
+
+use crate::auth::{Authenticator, Credential};
+use crate::policy::Policies;
+
+/// What every connection shares.
+pub(crate) struct Shared {
+    pub(crate) engine: Engine,
+    pub(crate) auth: Authenticator,
+    pub(crate) policies: Arc<Policies>,
+    pub(crate) connections: Arc<ConnectionManager>,
+    /// Whether a client without TLS may send a password (loopback clients only).
+    pub(crate) tls: Option<pgwire::tokio::TlsAcceptor>,
+}
+
+/// One connection's state once logged in.
+struct Conn {
+    principal: Principal,
+    credential: Credential,
+    /// Access version the session was opened at.
+    version: i64,
+    service: Arc<DfSessionService>,
+}
+
+type Slot = Arc<Mutex<Option<Arc<Conn>>>>;
+
+/// Accepts connections on `listener` until `shutdown` resolves.
+pub(crate) async fn serve(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    tokio::pin!(shutdown);
+    let cancel = Arc::new(DefaultCancelHandler::new(Arc::clone(&shared.connections)));
+    loop {
+        let (socket, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!("accepting a Postgres connection: {e}");
+                    continue;
+                }
+            },
+            () = &mut shutdown => return,
+        };
+        let slot: Slot = Arc::default();
+        let handlers = ConnHandlers {
+            startup: Arc::new(Login {
+                slot: Arc::clone(&slot),
+                shared: Arc::clone(&shared),
+                peer,
+            }),
+            query: Arc::new(ConnQuery {
+                slot,
+                shared: Arc::clone(&shared),
+            }),
+            cancel: Arc::clone(&cancel),
+        };
+        let tls = shared.tls.clone();
+        // Each connection runs on its own task: a panic or a bad packet ends that task only.
+        tokio::spawn(async move {
+            if let Err(e) = pgwire::tokio::process_socket(socket, tls, handlers).await {
+                tracing::debug!("Postgres connection from {peer} ended: {e}");
+            }
+        });
+    }
+}
+
+struct ConnHandlers {
+    startup: Arc<Login>,
+    query: Arc<ConnQuery>,
+    cancel: Arc<DefaultCancelHandler>,
+}
+
+impl PgWireServerHandlers for ConnHandlers {
+    fn simple_query_handler(&self) -> Arc<impl SimpleQueryHandler> {
+        Arc::clone(&self.query)
+    }
+
+    fn extended_query_handler(&self) -> Arc<impl ExtendedQueryHandler> {
+        Arc::clone(&self.query)
+    }
+
+    fn startup_handler(&self) -> Arc<impl StartupHandler> {
+        Arc::clone(&self.startup)
+    }
+
+    fn cancel_handler(&self) -> Arc<impl pgwire::api::cancel::CancelHandler> {
+        Arc::clone(&self.cancel)
+    }
+
+    fn error_handler(&self) -> Arc<impl ErrorHandler> {
+        Arc::new(SqlStates)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Login
+// ---------------------------------------------------------------------------------------------
+
+struct Login {
+    slot: Slot,
+    shared: Arc<Shared>,
+    peer: SocketAddr,
+}
+
+fn fatal(code: &str, message: impl Into<String>) -> PgWireError {
+    PgWireError::UserError(Box::new(ErrorInfo::new(
+        "FATAL".into(),
+        code.into(),
+        message.into(),
+    )))
+}
+
+pub(crate) fn error(code: &str, message: impl Into<String>) -> PgWireError {
+    PgWireError::UserError(Box::new(ErrorInfo::new(
+        "ERROR".into(),
+        code.into(),
+        message.into(),
+    )))
+}
+
+#[async_trait]
+impl StartupHandler for Login {
+    async fn on_startup<C>(
+        &self,
+        client: &mut C,
+        message: PgWireFrontendMessage,
+    ) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        match message {
+            PgWireFrontendMessage::Startup(ref startup) => {
+                protocol_negotiation(client, startup).await?;
+                save_startup_parameters_to_metadata(client, startup);
+                // A password travels in clear inside this message flow: only over TLS, or
+                // from this machine.
+                if !client.is_secure() && !self.peer.ip().is_loopback() {
+                    return Err(fatal(
+                        "28000",
+                        "connections from other hosts must use TLS (sslmode=require); start the server with --tls-cert and --tls-key",
+                    ));
+                }
+                client.set_state(PgWireConnectionState::AuthenticationInProgress);
+                client
+                    .send(PgWireBackendMessage::Authentication(
+                        Authentication::CleartextPassword,
+                    ))
+                    .await?;
+            }
+            PgWireFrontendMessage::PasswordMessageFamily(pwd) => {
+                let password = pwd.into_password()?.password;
+                let user = client
+                    .metadata()
+                    .get(METADATA_USER)
+                    .cloned()
+                    .ok_or(PgWireError::UserNameRequired)?;
+                let (principal, credential) = match self.shared.auth.login(&user, &password).await {
+                    Ok(ok) => ok,
+                    Err(crate::Error::AuthFailed(_)) => {
+                        return Err(fatal(
+                            "28P01",
+                            format!("password authentication failed for user \"{user}\""),
+                        ));
+                    }
+                    Err(e) => return Err(fatal("XX000", e.to_string())),
+                };
+                let conn = open(&self.shared, principal, credential)
+                    .await
+                    .map_err(|e| fatal("XX000", e.to_string()))?;
+                let superuser = conn.principal.superuser;
+                *self.slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(conn));
+                let (pid, key) = RandomPidSecretKeyGenerator::default().generate(client);
+                client.set_pid_and_secret_key(pid, key.clone());
+                let (handle, guard) = self.shared.connections.register(pid, key);
+                client
+                    .session_extensions()
+                    .insert::<Arc<ConnectionHandle>>(handle);
+                client.session_extensions().insert::<ConnectionGuard>(guard);
+                let mut params = DefaultServerParameterProvider::default();
+                params.server_version = crate::SERVER_VERSION.into();
+                params.is_superuser = superuser;
+                finish_authentication(client, &params).await?;
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+/// Opens the engine session of a logged-in connection, with `pg_catalog` for its clients.
+async fn open(
+    shared: &Shared,
+    principal: Principal,
+    credential: Credential,
+) -> crate::Result<Conn> {
+    let version = shared.policies.version();
+    let policy = shared.policies.current().await?;
+    let session = shared.engine.session_for(principal.clone(), policy).await?;
+    let ctx = session.context().clone();
+    setup_pg_catalog(&ctx, strata_engine::CATALOG, EmptyContextProvider)
+        .map_err(|e| crate::Error::Internal(format!("pg_catalog: {e}")))?;
+    let hooks: Vec<Arc<dyn QueryHook>> = vec![
+        Arc::new(StrataStatements {
+            session: session.clone(),
+        }),
+        Arc::new(CursorStatementHook),
+        Arc::new(SetShowHook),
+        Arc::new(TransactionStatementHook),
+    ];
+    let service = Arc::new(DfSessionService::new_with_hooks(Arc::new(ctx), hooks));
+    Ok(Conn {
+        principal,
+        credential,
+        version,
+        service,
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Queries
+// ---------------------------------------------------------------------------------------------
+
+struct ConnQuery {
+    slot: Slot,
+    shared: Arc<Shared>,
+}
+
+impl ConnQuery {
+    /// The connection's session, re-opened under the new policy if access changed since,
+    /// or an error that ends the connection if its credential no longer holds.
+    async fn conn(&self) -> PgWireResult<Arc<Conn>> {
+        let current = self
+            .slot
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .ok_or_else(|| fatal("28000", "not logged in"))?;
+        if current.version >= self.shared.policies.version() {
+            return Ok(current);
+        }
+        let user = current.principal.name.clone();
+        let valid = self
+            .shared
+            .auth
+            .still_valid(&user, &current.credential)
+            .await
+            .map_err(|e| error("XX000", e.to_string()))?;
+        if !valid {
+            return Err(fatal(
+                "28000",
+                format!("the credential of \"{user}\" was revoked; reconnect"),
+            ));
+        }
+        let principal = self
+            .shared
+            .auth
+            .principal(&user)
+            .await
+            .map_err(|e| error("XX000", e.to_string()))?
+            .ok_or_else(|| fatal("28000", format!("user \"{user}\" no longer exists")))?;
+        let conn = Arc::new(
+            open(&self.shared, principal, current.credential.clone())
+                .await
+                .map_err(|e| error("XX000", e.to_string()))?,
+        );
+        *self.slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::clone(&conn));
+        Ok(conn)
+    }
+}
+
+#[async_trait]
+impl SimpleQueryHandler for ConnQuery {
+    async fn do_query<C>(&self, client: &mut C, query: &str) -> PgWireResult<Vec<Response>>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let conn = self.conn().await?;
+        <DfSessionService as SimpleQueryHandler>::do_query(&conn.service, client, query).await
+    }
+}
+
+#[async_trait]
+impl ExtendedQueryHandler for ConnQuery {
+    type Statement = (String, Option<(Statement, LogicalPlan)>);
+    type QueryParser = Parser;
+
+    fn query_parser(&self) -> Arc<Parser> {
+        // Parsing happens after login, when the slot is filled.
+        let conn = self
+            .slot
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .expect("extended queries arrive only after login");
+        conn.service.query_parser()
+    }
+
+    async fn do_query<C>(
+        &self,
+        client: &mut C,
+        portal: &Portal<Self::Statement>,
+        max_rows: usize,
+    ) -> PgWireResult<Response>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let conn = self.conn().await?;
+        <DfSessionService as ExtendedQueryHandler>::do_query(
+            &conn.service,
+            client,
+            portal,
+            max_rows,
+        )
+        .await
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Statements Strata runs itself
+// ---------------------------------------------------------------------------------------------
+
+/// Sends statements that change data or definitions through the engine session, where
+/// privileges are checked and writes become Delta commits.
+struct StrataStatements {
+    session: Session,
+}
+
+/// Whether DataFusion's own planning may answer `stmt` (reads, settings, transactions,
+/// cursors); everything else is Strata's.
+fn read_only(stmt: &Statement) -> bool {
+    matches!(
+        stmt,
+        Statement::Query(_)
+            | Statement::Set(_)
+            | Statement::ShowVariable { .. }
+            | Statement::ShowVariables { .. }
+            | Statement::ShowStatus { .. }
+            | Statement::ShowTables { .. }
+            | Statement::ShowColumns { .. }
+            | Statement::ShowSchemas { .. }
+            | Statement::ShowDatabases { .. }
+            | Statement::ShowCatalogs { .. }
+            | Statement::StartTransaction { .. }
+            | Statement::Commit { .. }
+            | Statement::Rollback { .. }
+            | Statement::Declare { .. }
+            | Statement::Fetch { .. }
+            | Statement::Close { .. }
+            | Statement::Discard { .. }
+            | Statement::Deallocate { .. }
+    ) || matches!(stmt, Statement::Explain { analyze: false, .. })
+}
+
+impl StrataStatements {
+    async fn run(&self, stmt: &Statement) -> PgWireResult<Response> {
+        let result = self
+            .session
+            .execute(DFStatement::Statement(Box::new(stmt.clone())))
+            .await
+            .map_err(|e| crate::errors::to_pgwire(&e))?;
+        match result {
+            StatementResult::Done { tag, .. } => Ok(Response::Execution(Tag::new(&tag))),
+            StatementResult::Rows { .. } => Err(error(
+                "0A000",
+                "this statement returns rows; run it as a query",
+            )),
+        }
+    }
+}
+
+#[async_trait]
+impl QueryHook for StrataStatements {
+    async fn handle_simple_query(
+        &self,
+        statement: &Statement,
+        _ctx: &SessionContext,
+        _client: &mut dyn HookClient,
+    ) -> Option<PgWireResult<Response>> {
+        if read_only(statement) {
+            return None;
+        }
+        Some(self.run(statement).await)
+    }
+
+    async fn handle_extended_parse_query(
+        &self,
+        statement: &Statement,
+        _ctx: &SessionContext,
+        _client: &(dyn ClientInfo + Send + Sync),
+    ) -> Option<PgWireResult<LogicalPlan>> {
+        if read_only(statement) {
+            return None;
+        }
+        // Planned when executed, by the session; nothing to describe.
+        Some(Ok(LogicalPlan::EmptyRelation(EmptyRelation {
+            produce_one_row: false,
+            schema: Arc::new(strata_engine::datafusion::common::DFSchema::empty()),
+        })))
+    }
+
+    async fn handle_extended_query(
+        &self,
+        statement: &Statement,
+        _plan: &LogicalPlan,
+        params: &ParamValues,
+        _ctx: &SessionContext,
+        _client: &mut dyn HookClient,
+    ) -> Option<PgWireResult<Response>> {
+        if read_only(statement) {
+            return None;
+        }
+        let has_params = match params {
+            ParamValues::List(v) => !v.is_empty(),
+            ParamValues::Map(m) => !m.is_empty(),
+        };
+        if has_params {
+            return Some(Err(error(
+                "0A000",
+                "parameters are supported in queries only; write the values of this statement inline",
+            )));
+        }
+        Some(self.run(statement).await)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Errors
+// ---------------------------------------------------------------------------------------------
+
+/// Gives errors from DataFusion's side (planning a query) their SQLSTATE.
+struct SqlStates;
+
+impl ErrorHandler for SqlStates {
+    fn on_error<C: ClientInfo>(&self, _client: &C, err: &mut PgWireError) {
+        if let PgWireError::ApiError(e) = err {
+            *err = crate::errors::api_error(e.as_ref());
+        }
+    }
+}

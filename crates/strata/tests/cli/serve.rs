@@ -1,0 +1,372 @@
+//! `strata serve` with real clients: psql and psycopg over the Postgres wire protocol, as
+//! users with grants, row policies, masks and API tokens set up through the CLI.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::{ok, project, stderr, stdout, strata_bin};
+
+const PASSWORD: &str = "correct horse battery staple";
+
+/// `strata args…` with extra environment variables; asserts success.
+#[track_caller]
+fn ok_env(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> String {
+    let o = Command::new(strata_bin())
+        .args(args)
+        .current_dir(dir)
+        .envs(env.iter().copied())
+        .env("STRATA_LOG", "error")
+        .output()
+        .expect("the strata binary runs");
+    assert!(
+        o.status.success(),
+        "strata {args:?} failed:\n{}\n{}",
+        stdout(&o),
+        stderr(&o)
+    );
+    stdout(&o)
+}
+
+/// A running `strata serve`, stopped when dropped.
+pub(crate) struct Served {
+    child: Child,
+    pub(crate) port: u16,
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub(crate) fn serve(dir: &Path) -> Served {
+    let mut child = Command::new(strata_bin())
+        .args(["--json", "serve", "--pg-addr", "127.0.0.1:0"])
+        .current_dir(dir)
+        .env("STRATA_LOG", "error")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("strata serve starts");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("piped"))
+        .read_line(&mut line)
+        .expect("strata serve prints its address");
+    let v: serde_json::Value = serde_json::from_str(&line)
+        .unwrap_or_else(|e| panic!("strata serve printed {line:?}: {e}"));
+    let addr = v["postgres"].as_str().expect("a postgres address");
+    let port = addr.rsplit(':').next().unwrap().parse().unwrap();
+    Served { child, port }
+}
+
+fn psql(port: u16, user: &str, password: &str, sql: &str) -> Output {
+    Command::new("psql")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-U",
+            user,
+            "-d",
+            "strata",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-At",
+            "-c",
+            sql,
+        ])
+        .env("PGPASSWORD", password)
+        .env("PGCONNECT_TIMEOUT", "10")
+        .output()
+        .expect("psql runs")
+}
+
+#[track_caller]
+pub(crate) fn psql_ok(port: u16, user: &str, password: &str, sql: &str) -> String {
+    let o = psql(port, user, password, sql);
+    assert!(
+        o.status.success(),
+        "psql {sql:?} failed:\n{}\n{}",
+        stdout(&o),
+        stderr(&o)
+    );
+    stdout(&o)
+}
+
+#[track_caller]
+fn psql_err(port: u16, user: &str, password: &str, sql: &str) -> String {
+    let o = psql(port, user, password, sql);
+    assert!(
+        !o.status.success(),
+        "psql {sql:?} should fail, printed:\n{}",
+        stdout(&o)
+    );
+    stderr(&o)
+}
+
+fn python() -> String {
+    std::env::var("STRATA_PYTHON").unwrap_or_else(|_| "python3".into())
+}
+
+/// Runs a psycopg script with `PORT` and `TOKEN`/`PASSWORD` in its environment; returns
+/// its standard output.
+fn psycopg(script: &str, env: &[(&str, &str)]) -> String {
+    let o = Command::new(python())
+        .args(["-c", script])
+        .envs(env.iter().copied())
+        .output()
+        .expect("python runs");
+    assert!(
+        o.status.success(),
+        "psycopg script failed:\n{}\n{}",
+        stdout(&o),
+        stderr(&o)
+    );
+    stdout(&o)
+}
+
+/// A project with `marts.orders`, an analyst `alice` (region EU) who sees EU orders with
+/// masked emails, and a superuser `admin`.
+fn setup() -> (tempfile::TempDir, std::path::PathBuf) {
+    let (tmp, dir) = project();
+    ok(
+        &dir,
+        &[
+            "sql",
+            "CREATE TABLE marts.orders AS SELECT * FROM (VALUES \
+               (1, 'alice@example.com', 'EU', 10), (2, 'bob@example.com', 'US', 20), \
+               (3, 'carol@example.com', 'EU', 30)) AS v(id, email, region, amount)",
+        ],
+    );
+    ok(&dir, &["sql", "CREATE TABLE raw.secret AS SELECT 42 AS x"]);
+    let pw = [("PW", PASSWORD)];
+    ok_env(
+        &dir,
+        &[
+            "users",
+            "add",
+            "alice",
+            "--password-env",
+            "PW",
+            "--attr",
+            "region=EU",
+        ],
+        &pw,
+    );
+    ok_env(
+        &dir,
+        &[
+            "users",
+            "add",
+            "admin",
+            "--password-env",
+            "PW",
+            "--superuser",
+        ],
+        &pw,
+    );
+    ok(&dir, &["roles", "add", "analyst"]);
+    ok(&dir, &["roles", "grant", "analyst", "alice"]);
+    ok(&dir, &["grants", "add", "select", "marts", "analyst"]);
+    ok(
+        &dir,
+        &[
+            "policies",
+            "add-filter",
+            "marts.orders",
+            "own_region",
+            "--using",
+            "region = current_user_attribute('region')",
+            "--to",
+            "analyst",
+        ],
+    );
+    ok(
+        &dir,
+        &[
+            "policies",
+            "add-mask",
+            "marts.orders.email",
+            "--mask",
+            "email",
+        ],
+    );
+    (tmp, dir)
+}
+
+#[test]
+fn psql_sees_only_granted_rows_and_masked_values() {
+    let (_tmp, dir) = setup();
+    let s = serve(&dir);
+    let out = psql_ok(
+        s.port,
+        "alice",
+        PASSWORD,
+        "SELECT id, email FROM marts.orders ORDER BY id",
+    );
+    assert_eq!(out.trim(), "1|a***@example.com\n3|c***@example.com");
+    let out = psql_ok(
+        s.port,
+        "alice",
+        PASSWORD,
+        "SELECT count(*), sum(amount) FROM marts.orders",
+    );
+    assert_eq!(out.trim(), "2|40");
+
+    let err = psql_err(s.port, "alice", PASSWORD, "SELECT * FROM raw.secret");
+    assert!(err.contains("does not exist or is not granted"), "{err}");
+    let err = psql_err(
+        s.port,
+        "alice",
+        PASSWORD,
+        "INSERT INTO marts.orders VALUES (4, 'x@y.z', 'EU', 1)",
+    );
+    assert!(err.contains("permission denied"), "{err}");
+    let err = psql_err(s.port, "alice", PASSWORD, "DROP TABLE marts.orders");
+    assert!(err.contains("permission denied"), "{err}");
+    let err = psql_err(s.port, "alice", "wrong", "SELECT 1");
+    assert!(err.contains("password authentication failed"), "{err}");
+    let err = psql_err(s.port, "mallory", PASSWORD, "SELECT 1");
+    assert!(err.contains("password authentication failed"), "{err}");
+
+    // A superuser sees everything and may change it, through Strata's own statements.
+    let out = psql_ok(
+        s.port,
+        "admin",
+        PASSWORD,
+        "SELECT email FROM marts.orders ORDER BY id",
+    );
+    assert!(out.contains("bob@example.com"), "{out}");
+    psql_ok(
+        s.port,
+        "admin",
+        PASSWORD,
+        "CREATE TABLE sandbox.t AS SELECT id FROM marts.orders",
+    );
+    let out = psql_ok(
+        s.port,
+        "admin",
+        PASSWORD,
+        "INSERT INTO sandbox.t VALUES (9)",
+    );
+    assert!(out.contains("INSERT 0 1"), "{out}");
+    let out = psql_ok(s.port, "admin", PASSWORD, "SELECT count(*) FROM sandbox.t");
+    assert_eq!(out.trim(), "4");
+    // The lake saw the commit: a later CLI session reads it.
+    let out = ok(
+        &dir,
+        &[
+            "sql",
+            "SELECT count(*) AS n FROM sandbox.t",
+            "--format",
+            "csv",
+        ],
+    );
+    assert!(out.contains('4'), "{out}");
+}
+
+#[test]
+fn psycopg_binds_parameters_and_gets_sqlstates() {
+    let (_tmp, dir) = setup();
+    let s = serve(&dir);
+    let port = s.port.to_string();
+    let out = psycopg(
+        r#"
+import os, psycopg
+conn = psycopg.connect(host="127.0.0.1", port=int(os.environ["PORT"]), user="alice",
+                       password=os.environ["PASSWORD"], dbname="strata", autocommit=True)
+cur = conn.cursor()
+cur.execute("SELECT id, email, amount FROM marts.orders WHERE id = %s", (3,))
+print(cur.fetchall())
+cur.execute("SELECT id FROM marts.orders WHERE email = %s", ("alice@example.com",))
+print(cur.fetchall())
+try:
+    cur.execute("INSERT INTO marts.orders VALUES (5, 'e@x.y', 'EU', 1)")
+except psycopg.Error as e:
+    print("denied", e.sqlstate)
+try:
+    cur.execute("SELECT * FROM raw.secret")
+except psycopg.Error as e:
+    print("hidden", e.sqlstate)
+cur.execute("SELECT 1")
+print(cur.fetchone())
+"#,
+        &[("PORT", &port), ("PASSWORD", PASSWORD)],
+    );
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "[(3, 'c***@example.com', 30)]", "{out}");
+    // Predicates see masked values: the clear email matches nothing.
+    assert_eq!(lines[1], "[]", "{out}");
+    assert_eq!(lines[2], "denied 42501", "{out}");
+    assert_eq!(lines[3], "hidden 42501", "{out}");
+    // The connection survives its errors.
+    assert_eq!(lines[4], "(1,)", "{out}");
+}
+
+#[test]
+fn api_tokens_log_in_and_revocation_ends_open_connections() {
+    let (_tmp, dir) = setup();
+    let created: serde_json::Value = serde_json::from_str(&ok(
+        &dir,
+        &["--json", "tokens", "create", "alice", "--name", "bi"],
+    ))
+    .unwrap();
+    let token = created["token"].as_str().unwrap().to_string();
+    let id = created["id"].as_str().unwrap().to_string();
+    let s = serve(&dir);
+    let out = psql_ok(s.port, "alice", &token, "SELECT count(*) FROM marts.orders");
+    assert_eq!(out.trim(), "2");
+    // Another user's token does not work as alice's password for admin.
+    let err = psql_err(s.port, "admin", &token, "SELECT 1");
+    assert!(err.contains("password authentication failed"), "{err}");
+
+    // A connection open before the revocation fails within seconds after it.
+    let port = s.port.to_string();
+    let mut script = Command::new(python())
+        .args([
+            "-c",
+            r#"
+import os, sys, time, psycopg
+conn = psycopg.connect(host="127.0.0.1", port=int(os.environ["PORT"]), user="alice",
+                       password=os.environ["TOKEN"], dbname="strata", autocommit=True)
+conn.execute("SELECT 1")
+print("connected", flush=True)
+sys.stdin.readline()
+deadline = time.time() + 20
+while time.time() < deadline:
+    try:
+        conn.execute("SELECT 1")
+    except psycopg.Error as e:
+        print("ended", e.sqlstate, flush=True)
+        break
+    time.sleep(0.2)
+else:
+    print("still open", flush=True)
+"#,
+        ])
+        .env("PORT", &port)
+        .env("TOKEN", &token)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python runs");
+    let mut reader = BufReader::new(script.stdout.take().unwrap());
+    let mut line = String::new();
+    reader.read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "connected");
+    ok(&dir, &["tokens", "revoke", &id]);
+    let revoked_at = Instant::now();
+    use std::io::Write;
+    script.stdin.take().unwrap().write_all(b"go\n").unwrap();
+    line.clear();
+    reader.read_line(&mut line).unwrap();
+    let _ = script.wait();
+    assert!(line.starts_with("ended"), "{line}");
+    assert!(revoked_at.elapsed() < Duration::from_secs(10));
+    let err = psql_err(s.port, "alice", &token, "SELECT 1");
+    assert!(err.contains("password authentication failed"), "{err}");
+}
