@@ -14,6 +14,7 @@
 //! network protocols.
 #![warn(missing_docs)]
 
+pub mod audit;
 pub mod auth;
 pub mod errors;
 mod pg;
@@ -22,6 +23,7 @@ pub mod policy;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use strata_engine::Engine;
 use strata_meta::MetaStore;
@@ -103,6 +105,7 @@ pub struct Server {
     pub pg_addr: SocketAddr,
     stop: tokio::sync::watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    audit: audit::AuditLog,
 }
 
 impl Server {
@@ -114,11 +117,13 @@ impl Server {
         };
         let policies = policy::Policies::load(Arc::clone(&meta)).await?;
         let watcher = policies.watch();
+        let (audit, audit_writer) = audit::AuditLog::start(Arc::clone(&meta));
         let shared = Arc::new(pg::Shared {
             engine,
             auth: auth::Authenticator::new(meta),
             policies,
             connections: Arc::new(pgwire::api::ConnectionManager::new()),
+            audit: audit.clone(),
             tls,
         });
         let listener = TcpListener::bind(opts.pg_addr).await.map_err(|e| {
@@ -137,13 +142,17 @@ impl Server {
         Ok(Self {
             pg_addr,
             stop,
-            tasks: vec![pg, watcher],
+            tasks: vec![pg, watcher, audit_writer],
+            audit,
         })
     }
 
     /// Stops accepting connections; connections already open end with their clients.
     pub async fn stop(self) {
         let _ = self.stop.send(true);
+        self.audit.flush(Duration::from_secs(2)).await;
+        // Let the entry in hand reach the store.
+        tokio::time::sleep(Duration::from_millis(50)).await;
         for t in self.tasks {
             t.abort();
             let _ = t.await;

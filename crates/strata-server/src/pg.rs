@@ -15,6 +15,7 @@
 use std::fmt::Debug;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use datafusion_postgres::datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider;
@@ -48,10 +49,14 @@ use strata_engine::datafusion::prelude::SessionContext;
 use strata_engine::datafusion::sql::parser::Statement as DFStatement;
 use strata_engine::datafusion::sql::sqlparser::ast::Statement;
 use strata_engine::{Engine, Principal, Session, StatementResult};
+use strata_meta::AuditOutcome;
 use tokio::net::TcpListener;
 
 use crate::auth::{Authenticator, Credential};
 use crate::policy::Policies;
+
+/// The surface name in the audit log.
+const SURFACE: &str = "pgwire";
 
 /// What every connection shares.
 pub(crate) struct Shared {
@@ -59,6 +64,7 @@ pub(crate) struct Shared {
     pub(crate) auth: Authenticator,
     pub(crate) policies: Arc<Policies>,
     pub(crate) connections: Arc<ConnectionManager>,
+    pub(crate) audit: crate::audit::AuditLog,
     /// Whether a client without TLS may send a password (loopback clients only).
     pub(crate) tls: Option<pgwire::tokio::TlsAcceptor>,
 }
@@ -211,6 +217,14 @@ impl StartupHandler for Login {
                 let (principal, credential) = match self.shared.auth.login(&user, &password).await {
                     Ok(ok) => ok,
                     Err(crate::Error::AuthFailed(_)) => {
+                        self.shared.audit.record(crate::audit::entry(
+                            &user,
+                            SURFACE,
+                            "login",
+                            AuditOutcome::Denied,
+                            Some(format!("authentication failed from {}", self.peer.ip())),
+                            Duration::ZERO,
+                        ));
                         return Err(fatal(
                             "28P01",
                             format!("password authentication failed for user \"{user}\""),
@@ -322,6 +336,41 @@ impl ConnQuery {
     }
 }
 
+impl ConnQuery {
+    /// Logs a statement: who, what, how it ended (a refusal is `denied`), how long.
+    fn audit<T>(
+        &self,
+        conn: &Conn,
+        statement: &str,
+        result: &PgWireResult<T>,
+        failed: Option<(String, String)>,
+        started: Instant,
+    ) {
+        let failure = match result {
+            Err(PgWireError::ApiError(e)) => match crate::errors::api_error(e.as_ref()) {
+                PgWireError::UserError(info) => Some((info.code.clone(), info.message.clone())),
+                other => Some(("XX000".into(), other.to_string())),
+            },
+            Err(PgWireError::UserError(info)) => Some((info.code.clone(), info.message.clone())),
+            Err(other) => Some(("XX000".into(), other.to_string())),
+            Ok(_) => failed,
+        };
+        let (outcome, error) = match failure {
+            None => (AuditOutcome::Ok, None),
+            Some((code, message)) if code == "42501" => (AuditOutcome::Denied, Some(message)),
+            Some((_, message)) => (AuditOutcome::Error, Some(message)),
+        };
+        self.shared.audit.record(crate::audit::entry(
+            &conn.principal.name,
+            SURFACE,
+            statement,
+            outcome,
+            error,
+            started.elapsed(),
+        ));
+    }
+}
+
 #[async_trait]
 impl SimpleQueryHandler for ConnQuery {
     async fn do_query<C>(&self, client: &mut C, query: &str) -> PgWireResult<Vec<Response>>
@@ -332,7 +381,17 @@ impl SimpleQueryHandler for ConnQuery {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         let conn = self.conn().await?;
-        <DfSessionService as SimpleQueryHandler>::do_query(&conn.service, client, query).await
+        let started = Instant::now();
+        let result =
+            <DfSessionService as SimpleQueryHandler>::do_query(&conn.service, client, query).await;
+        let failed = result.as_ref().ok().and_then(|responses| {
+            responses.iter().find_map(|r| match r {
+                Response::Error(info) => Some((info.code.clone(), info.message.clone())),
+                _ => None,
+            })
+        });
+        self.audit(&conn, query, &result, failed, started);
+        result
     }
 }
 

@@ -1217,6 +1217,68 @@ fn parse_column(s: &str) -> Result<(String, String)> {
     Ok((parse_table(table)?, column.to_string()))
 }
 
+/// `strata audit`: the newest audit entries, optionally of one user or surface.
+pub(crate) async fn audit(
+    meta: &MetaStore,
+    user: Option<&str>,
+    surface: Option<&str>,
+    limit: u32,
+    json: bool,
+) -> Result<()> {
+    let mut filter = strata_meta::AuditFilter::new().limit(limit);
+    if let Some(u) = user {
+        filter = filter.principal(u);
+    }
+    if let Some(s) = surface {
+        filter = filter.surface(s);
+    }
+    let records = meta.audit(filter).await?;
+    if json {
+        return print_json(&records);
+    }
+    if records.is_empty() {
+        println!(
+            "No audit entries yet: they are written by `strata serve` for every statement and login."
+        );
+        return Ok(());
+    }
+    let mut t = table(&[
+        "at",
+        "user",
+        "surface",
+        "outcome",
+        "ms",
+        "tables",
+        "statement",
+    ]);
+    for r in records {
+        let e = r.entry;
+        let mut statement = e.statement.replace('\n', " ");
+        if statement.chars().count() > 80 {
+            statement = statement.chars().take(79).collect::<String>() + "…";
+        }
+        let outcome = match e.error {
+            Some(err) => format!(
+                "{}: {}",
+                e.outcome,
+                err.chars().take(60).collect::<String>()
+            ),
+            None => e.outcome.to_string(),
+        };
+        t.add_row(vec![
+            r.at.format("%Y-%m-%d %H:%M:%S").to_string(),
+            e.principal,
+            e.surface,
+            outcome,
+            e.duration_ms.map(|d| d.to_string()).unwrap_or_default(),
+            e.tables.join(", "),
+            statement,
+        ]);
+    }
+    println!("{t}");
+    Ok(())
+}
+
 // ---------------------------------------------------------------------------------------
 // Output helpers
 // ---------------------------------------------------------------------------------------

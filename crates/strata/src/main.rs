@@ -264,6 +264,22 @@ Examples:
         #[command(flatten)]
         args: models_cmd::ModelArgs,
     },
+    /// The audit log of the served surfaces: every statement and login attempt, with who,
+    /// through what, which tables, how it ended.
+    #[command(
+        after_help = "Examples:\n  strata audit\n  strata audit --user alice --limit 50\n  strata --json audit --surface pgwire"
+    )]
+    Audit {
+        /// Only this user's entries.
+        #[arg(long)]
+        user: Option<String>,
+        /// Only this surface's (pgwire, flight, rest…).
+        #[arg(long)]
+        surface: Option<String>,
+        /// How many, newest first.
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
     /// Recent command runs recorded in the metadata store.
     Runs {
         /// How many.
@@ -707,6 +723,21 @@ async fn run(cli: Cli, redactor: strata_types::Redactor) -> Result<()> {
         Command::Lineage { target, args } => {
             let ctx = Ctx::load(&cli, &redactor).await?;
             lineage_cmd::lineage(&ctx, cli.project.as_deref(), args, target).await
+        }
+        Command::Audit {
+            user,
+            surface,
+            limit,
+        } => {
+            let ctx = Ctx::load(&cli, &redactor).await?;
+            access_cmd::audit(
+                ctx.meta()?,
+                user.as_deref(),
+                surface.as_deref(),
+                *limit,
+                ctx.json,
+            )
+            .await
         }
         Command::Serve {
             pg_addr,

@@ -233,6 +233,43 @@ fn psql_sees_only_granted_rows_and_masked_values() {
     let err = psql_err(s.port, "mallory", PASSWORD, "SELECT 1");
     assert!(err.contains("password authentication failed"), "{err}");
 
+    // Every statement and login attempt is in the audit log.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let entries = loop {
+        let v: serde_json::Value =
+            serde_json::from_str(&ok(&dir, &["--json", "audit", "--limit", "100"])).unwrap();
+        let entries = v.as_array().unwrap().clone();
+        if entries.len() >= 8 || Instant::now() > deadline {
+            break entries;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let find = |user: &str, outcome: &str, needle: &str| {
+        entries.iter().any(|r| {
+            let e = &r["entry"];
+            e["principal"] == user
+                && e["surface"] == "pgwire"
+                && e["outcome"] == outcome
+                && e["statement"].as_str().unwrap_or_default().contains(needle)
+        })
+    };
+    assert!(
+        find("alice", "ok", "SELECT id, email FROM marts.orders"),
+        "{entries:#?}"
+    );
+    assert!(
+        find("alice", "denied", "INSERT INTO marts.orders"),
+        "{entries:#?}"
+    );
+    assert!(find("alice", "denied", "DROP TABLE"), "{entries:#?}");
+    assert!(find("mallory", "denied", "login"), "{entries:#?}");
+    assert!(
+        entries
+            .iter()
+            .any(|r| r["entry"]["tables"] == serde_json::json!(["marts.orders"])),
+        "{entries:#?}"
+    );
+
     // A superuser sees everything and may change it, through Strata's own statements.
     let out = psql_ok(
         s.port,
