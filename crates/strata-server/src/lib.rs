@@ -14,6 +14,7 @@
 //! network protocols.
 #![warn(missing_docs)]
 
+mod access_sql;
 pub mod audit;
 pub mod auth;
 pub mod errors;
@@ -120,7 +121,8 @@ impl Server {
         let (audit, audit_writer) = audit::AuditLog::start(Arc::clone(&meta));
         let shared = Arc::new(pg::Shared {
             engine,
-            auth: auth::Authenticator::new(meta),
+            auth: auth::Authenticator::new(Arc::clone(&meta)),
+            meta,
             policies,
             connections: Arc::new(pgwire::api::ConnectionManager::new()),
             audit: audit.clone(),

@@ -65,6 +65,7 @@ pub(crate) struct Shared {
     pub(crate) policies: Arc<Policies>,
     pub(crate) connections: Arc<ConnectionManager>,
     pub(crate) audit: crate::audit::AuditLog,
+    pub(crate) meta: Arc<strata_meta::MetaStore>,
     /// Whether a client without TLS may send a password (loopback clients only).
     pub(crate) tls: Option<pgwire::tokio::TlsAcceptor>,
 }
@@ -261,8 +262,7 @@ async fn open(
     principal: Principal,
     credential: Credential,
 ) -> crate::Result<Conn> {
-    let version = shared.policies.version();
-    let policy = shared.policies.current().await?;
+    let (version, policy) = shared.policies.fresh().await?;
     let session = shared.engine.session_for(principal.clone(), policy).await?;
     let ctx = session.context().clone();
     setup_pg_catalog(&ctx, strata_engine::CATALOG, EmptyContextProvider)
@@ -270,6 +270,8 @@ async fn open(
     let hooks: Vec<Arc<dyn QueryHook>> = vec![
         Arc::new(StrataStatements {
             session: session.clone(),
+            meta: Arc::clone(&shared.meta),
+            principal: principal.clone(),
         }),
         Arc::new(CursorStatementHook),
         Arc::new(SetShowHook),
@@ -442,6 +444,8 @@ impl ExtendedQueryHandler for ConnQuery {
 /// privileges are checked and writes become Delta commits.
 struct StrataStatements {
     session: Session,
+    meta: Arc<strata_meta::MetaStore>,
+    principal: Principal,
 }
 
 /// Whether DataFusion's own planning may answer `stmt` (reads, settings, transactions,
@@ -472,6 +476,15 @@ fn read_only(stmt: &Statement) -> bool {
 
 impl StrataStatements {
     async fn run(&self, stmt: &Statement) -> PgWireResult<Response> {
+        if let Some(access) = crate::access_sql::classify(stmt, &self.principal.name) {
+            let access = access.map_err(|m| error("0A000", m))?;
+            return match crate::access_sql::apply(&self.meta, &self.principal, access).await {
+                Ok(tag) => Ok(Response::Execution(Tag::new(&tag))),
+                Err(crate::Error::Engine(e)) => Err(crate::errors::to_pgwire(&e)),
+                Err(crate::Error::Meta(e)) => Err(error("42000", e.to_string())),
+                Err(e) => Err(error("XX000", e.to_string())),
+            };
+        }
         let result = self
             .session
             .execute(DFStatement::Statement(Box::new(stmt.clone())))

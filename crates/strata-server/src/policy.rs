@@ -37,13 +37,14 @@ impl Policies {
         }))
     }
 
-    /// The policy in force (reloaded first if the store changed since).
-    pub async fn current(&self) -> Result<Arc<AccessPolicy>> {
+    /// The policy in force (reloaded first if the store changed since), with the access
+    /// version it was loaded at.
+    pub async fn current(&self) -> Result<(i64, Arc<AccessPolicy>)> {
         let seen = self.seen.load(Ordering::Acquire);
         {
             let guard = self.current.read().await;
             if guard.0 >= seen {
-                return Ok(Arc::clone(&guard.1));
+                return Ok((guard.0, Arc::clone(&guard.1)));
             }
         }
         let mut guard = self.current.write().await;
@@ -51,7 +52,15 @@ impl Policies {
             let version = self.meta.access_version().await?;
             *guard = (version, Arc::new(read_policy(&self.meta).await?));
         }
-        Ok(Arc::clone(&guard.1))
+        Ok((guard.0, Arc::clone(&guard.1)))
+    }
+
+    /// The policy in force now, asking the store for its version first: for new
+    /// connections, which must not start under a policy that changed a moment ago.
+    pub async fn fresh(&self) -> Result<(i64, Arc<AccessPolicy>)> {
+        let version = self.meta.access_version().await?;
+        self.seen.fetch_max(version, Ordering::AcqRel);
+        self.current().await
     }
 
     /// The access version last seen; it changes when anything about access changes.

@@ -407,3 +407,72 @@ else:
     let err = psql_err(s.port, "alice", &token, "SELECT 1");
     assert!(err.contains("password authentication failed"), "{err}");
 }
+
+#[test]
+fn superusers_manage_roles_users_and_grants_in_sql() {
+    let (_tmp, dir) = setup();
+    let s = serve(&dir);
+    psql_ok(s.port, "admin", PASSWORD, "CREATE ROLE viewer");
+    psql_ok(
+        s.port,
+        "admin",
+        PASSWORD,
+        "CREATE ROLE bob LOGIN PASSWORD 'bobs pw' IN ROLE viewer",
+    );
+    psql_ok(
+        s.port,
+        "admin",
+        PASSWORD,
+        "GRANT SELECT ON marts.orders, raw.secret TO viewer",
+    );
+    // marts.orders has row policies and none applies to viewers: no rows (default deny).
+    let out = psql_ok(
+        s.port,
+        "bob",
+        "bobs pw",
+        "SELECT count(*) FROM marts.orders",
+    );
+    assert_eq!(out.trim(), "0");
+    let out = psql_ok(s.port, "bob", "bobs pw", "SELECT x FROM raw.secret");
+    assert_eq!(out.trim(), "42");
+    psql_ok(
+        s.port,
+        "admin",
+        PASSWORD,
+        "REVOKE SELECT ON raw.secret FROM viewer",
+    );
+    // The server notices within about a second.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let o = psql(s.port, "bob", "bobs pw", "SELECT x FROM raw.secret");
+        if !o.status.success() {
+            assert!(stderr(&o).contains("not granted"), "{}", stderr(&o));
+            break;
+        }
+        assert!(Instant::now() < deadline, "the revoke did not take effect");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // Only superusers manage access.
+    let err = psql_err(
+        s.port,
+        "alice",
+        PASSWORD,
+        "CREATE ROLE sneaky LOGIN PASSWORD 'x'",
+    );
+    assert!(err.contains("only superusers"), "{err}");
+    let err = psql_err(
+        s.port,
+        "alice",
+        PASSWORD,
+        "GRANT ALL ON marts.orders TO alice",
+    );
+    assert!(err.contains("only superusers"), "{err}");
+    psql_ok(s.port, "admin", PASSWORD, "DROP ROLE bob");
+    let err = psql_err(s.port, "bob", "bobs pw", "SELECT 1");
+    assert!(err.contains("password authentication failed"), "{err}");
+    let users = ok(&dir, &["--json", "users", "list"]);
+    assert!(
+        !users.contains("\"bob\"") && !users.contains("sneaky"),
+        "{users}"
+    );
+}
