@@ -331,6 +331,18 @@ except psycopg.Error as e:
     print("hidden", e.sqlstate)
 cur.execute("SELECT 1")
 print(cur.fetchone())
+admin = psycopg.connect(host="127.0.0.1", port=int(os.environ["PORT"]), user="admin",
+                        password=os.environ["PASSWORD"], dbname="strata", autocommit=True)
+a = admin.cursor()
+a.execute("INSERT INTO marts.orders VALUES (%s, %s, %s, %s)", (7, "it's@example.com", "EU", 70))
+print(a.statusmessage)
+a.execute("UPDATE marts.orders SET amount = %s WHERE id = %s", (71, 7))
+a.execute("SELECT email, amount FROM marts.orders WHERE id = %s", (7,))
+print(a.fetchall())
+a.execute("DELETE FROM marts.orders WHERE email = %s", ("'; DROP TABLE marts.orders; --",))
+print(a.statusmessage)
+a.execute("SELECT count(*) FROM marts.orders")
+print(a.fetchone())
 "#,
         &[("PORT", &port), ("PASSWORD", PASSWORD)],
     );
@@ -342,6 +354,11 @@ print(cur.fetchone())
     assert_eq!(lines[3], "hidden 42501", "{out}");
     // The connection survives its errors.
     assert_eq!(lines[4], "(1,)", "{out}");
+    // Writes take bound parameters as values, never as SQL text.
+    assert_eq!(lines[5], "INSERT 0 1", "{out}");
+    assert_eq!(lines[6], "[(\"it's@example.com\", 71)]", "{out}");
+    assert_eq!(lines[7], "DELETE 0", "{out}");
+    assert_eq!(lines[8], "(4,)", "{out}");
 }
 
 #[test]
