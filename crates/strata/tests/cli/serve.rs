@@ -43,8 +43,13 @@ impl Drop for Served {
 }
 
 pub(crate) fn serve(dir: &Path) -> Served {
+    serve_with(dir, &[])
+}
+
+fn serve_with(dir: &Path, extra: &[&str]) -> Served {
     let mut child = Command::new(strata_bin())
         .args(["--json", "serve", "--pg-addr", "127.0.0.1:0"])
+        .args(extra)
         .current_dir(dir)
         .env("STRATA_LOG", "error")
         .stdout(Stdio::piped())
@@ -492,4 +497,75 @@ fn superusers_manage_roles_users_and_grants_in_sql() {
         !users.contains("\"bob\"") && !users.contains("sneaky"),
         "{users}"
     );
+}
+
+#[test]
+fn tls_connections_with_a_given_certificate() {
+    let (tmp, dir) = setup();
+    let cert = tmp.path().join("server.crt");
+    let key = tmp.path().join("server.key");
+    let o = Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+        ])
+        .args(["-subj", "/CN=localhost", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl runs");
+    assert!(o.status.success(), "{}", stderr(&o));
+    let s = serve_with(
+        &dir,
+        &[
+            "--tls-cert",
+            cert.to_str().unwrap(),
+            "--tls-key",
+            key.to_str().unwrap(),
+        ],
+    );
+    let o = Command::new("psql")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &s.port.to_string(),
+            "-U",
+            "alice",
+            "-d",
+            "strata",
+        ])
+        .args([
+            "-At",
+            "-c",
+            "SELECT count(*) FROM marts.orders",
+            "-c",
+            "\\conninfo",
+        ])
+        .env("PGPASSWORD", PASSWORD)
+        .env("PGSSLMODE", "require")
+        .output()
+        .expect("psql runs");
+    let out = stdout(&o);
+    assert!(o.status.success(), "{out}\n{}", stderr(&o));
+    assert!(out.starts_with("2\n"), "{out}");
+    assert!(out.contains("SSL connection"), "{out}");
+    // A key that does not match the certificate is refused at start, clearly.
+    let other = tmp.path().join("other.key");
+    let o = Command::new("openssl")
+        .args(["genpkey", "-algorithm", "RSA", "-out"])
+        .arg(&other)
+        .output()
+        .expect("openssl runs");
+    assert!(o.status.success());
+    let o = Command::new(strata_bin())
+        .args(["serve", "--pg-addr", "127.0.0.1:0", "--tls-cert"])
+        .arg(&cert)
+        .arg("--tls-key")
+        .arg(&other)
+        .current_dir(&dir)
+        .output()
+        .expect("strata runs");
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("do not match"), "{}", stderr(&o));
 }
