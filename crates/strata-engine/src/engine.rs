@@ -231,12 +231,20 @@ impl EngineInner {
             None => Arc::clone(&self.catalog) as Arc<dyn CatalogProvider>,
         };
         ctx.register_catalog(CATALOG, catalog);
+        ctx
+    }
+
+    /// Registers the catalog of time-travel snapshots in `ctx` on first use, so that
+    /// sessions which never travel (and the listings their clients read) do not see it.
+    pub(crate) fn ensure_snapshot_catalog(ctx: &SessionContext) {
+        if ctx.catalog(SNAPSHOT_CATALOG).is_some() {
+            return;
+        }
         let snapshots = MemoryCatalogProvider::new();
         snapshots
             .register_schema("v", Arc::new(MemorySchemaProvider::new()))
             .expect("a new memory catalog accepts schemas");
         ctx.register_catalog(SNAPSHOT_CATALOG, Arc::new(snapshots));
-        ctx
     }
 
     /// Plans a stored view's query. Views may read other views: a chain of them is planned

@@ -144,6 +144,7 @@ pub(crate) async fn pin_versions(session: &Session, stmt: &mut DFStatement) -> R
             table.version().unwrap_or(0),
             NEXT.fetch_add(1, Ordering::Relaxed)
         );
+        crate::engine::EngineInner::ensure_snapshot_catalog(session.context());
         session.context().register_table(
             TableReference::full(SNAPSHOT_CATALOG, "v", id.as_str()),
             provider,

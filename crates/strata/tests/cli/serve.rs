@@ -569,3 +569,24 @@ fn tls_connections_with_a_given_certificate() {
     assert!(!o.status.success());
     assert!(stderr(&o).contains("do not match"), "{}", stderr(&o));
 }
+
+#[test]
+fn psql_describes_what_the_user_may_see() {
+    let (_tmp, dir) = setup();
+    let s = serve(&dir);
+    let out = psql_ok(s.port, "alice", PASSWORD, "\\dn");
+    let schemas: Vec<&str> = out.lines().map(|l| l.split('|').next().unwrap()).collect();
+    assert_eq!(schemas, vec!["marts"], "{out}");
+    let out = psql_ok(s.port, "alice", PASSWORD, "\\dt marts.*");
+    assert_eq!(
+        out.trim().split('|').take(3).collect::<Vec<_>>(),
+        vec!["marts", "orders", "table"],
+        "{out}"
+    );
+    let out = psql_ok(s.port, "alice", PASSWORD, "\\d marts.orders");
+    for column in ["id|bigint", "email|text", "region|text", "amount|bigint"] {
+        assert!(out.contains(column), "{column} in {out}");
+    }
+    let out = psql_ok(s.port, "admin", PASSWORD, "\\dn");
+    assert!(out.contains("marts") && out.contains("raw"), "{out}");
+}
