@@ -330,30 +330,38 @@ impl Access {
         )))
     }
 
+    /// The row policies of `t` that apply to this principal: `None` when `t` has none, an
+    /// empty list when none applies (the principal sees no rows).
+    fn row_filters_for(&self, t: &TableName) -> Option<Vec<&RowFilter>> {
+        let mut on_table = self
+            .policy
+            .row_filters
+            .iter()
+            .filter(|f| &f.table == t)
+            .peekable();
+        on_table.peek()?;
+        Some(
+            on_table
+                .filter(|f| self.principal.is(&f.applies_to))
+                .collect(),
+        )
+    }
+
     /// The row policies of `t` for this principal as one SQL predicate: `None` when `t` has
     /// none (or for a superuser), `false` when none applies to the principal.
     pub(crate) fn row_predicate(&self, t: &TableName) -> Option<String> {
         if self.principal.superuser {
             return None;
         }
-        let on_table: Vec<&RowFilter> = self
-            .policy
-            .row_filters
-            .iter()
-            .filter(|f| &f.table == t)
-            .collect();
-        if on_table.is_empty() {
-            return None;
-        }
-        let applying: Vec<String> = on_table
-            .iter()
-            .filter(|f| self.principal.is(&f.applies_to))
-            .map(|f| format!("({})", f.predicate))
-            .collect();
+        let applying = self.row_filters_for(t)?;
         Some(if applying.is_empty() {
             "false".into()
         } else {
-            applying.join(" OR ")
+            applying
+                .iter()
+                .map(|f| format!("({})", f.predicate))
+                .collect::<Vec<_>>()
+                .join(" OR ")
         })
     }
 
@@ -692,29 +700,23 @@ impl PolicyRule {
         scan: TableScan,
         t: &TableName,
     ) -> Result<Transformed<LogicalPlan>, DataFusionError> {
-        let policy = &self.access.policy;
-        let on_table: Vec<&RowFilter> = policy
-            .row_filters
-            .iter()
-            .filter(|f| &f.table == t)
-            .collect();
-        let masks: Vec<&ColumnMask> = policy
+        let filters = self.access.row_filters_for(t);
+        let masks: Vec<&ColumnMask> = self
+            .access
+            .policy
             .masks
             .iter()
             .filter(|m| &m.table == t && !m.exempt.iter().any(|e| self.access.principal.is(e)))
             .collect();
-        if on_table.is_empty() && masks.is_empty() {
+        if filters.is_none() && masks.is_empty() {
             return Ok(Transformed::no(LogicalPlan::TableScan(scan)));
         }
         let qualifier = scan.table_name.clone();
         let schema = Arc::clone(&scan.projected_schema);
         let mut builder = LogicalPlanBuilder::from(LogicalPlan::TableScan(scan));
-        if !on_table.is_empty() {
+        if let Some(filters) = filters {
             let mut predicate: Option<Expr> = None;
-            for f in on_table
-                .iter()
-                .filter(|f| self.access.principal.is(&f.applies_to))
-            {
+            for f in filters {
                 let e = self.parse(&f.predicate, &schema).map_err(|e| {
                     DataFusionError::Plan(format!(
                         "row policy `{}` on `{t}` does not plan: {e}",
