@@ -2,6 +2,7 @@
 //!
 //! ```text
 //!  psql / JDBC / BI ──Postgres wire (6875)──┐
+//!  apps / curl ───────REST (8787) ───────────┤
 //!                                          ├─► login (users, API tokens: strata-meta)
 //!                                          │     └─► engine session for the principal
 //!                                          │           grants · row policies · masks
@@ -17,9 +18,11 @@
 mod access_sql;
 pub mod audit;
 pub mod auth;
+mod bind;
 pub mod errors;
 mod pg;
 pub mod policy;
+pub mod rest;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -37,6 +40,9 @@ pub const SERVER_VERSION: &str = "16.6 (Strata)";
 
 /// Default address of the Postgres wire protocol.
 pub const DEFAULT_PG_ADDR: &str = "127.0.0.1:6875";
+
+/// Default address of the HTTP surfaces (REST API).
+pub const DEFAULT_HTTP_ADDR: &str = "127.0.0.1:8787";
 
 /// Errors of the serving layer.
 #[derive(Debug, thiserror::Error)]
@@ -86,15 +92,21 @@ pub struct TlsFiles {
 pub struct ServeOptions {
     /// Postgres wire protocol address.
     pub pg_addr: SocketAddr,
-    /// TLS for every surface; without it, passwords are accepted from loopback clients only.
+    /// HTTP address (REST API); `None` serves no HTTP.
+    pub http_addr: Option<SocketAddr>,
+    /// TLS for every surface; without it, credentials are accepted from loopback clients only.
     pub tls: Option<TlsFiles>,
+    /// Bounds of the REST API.
+    pub rest: rest::RestLimits,
 }
 
 impl Default for ServeOptions {
     fn default() -> Self {
         Self {
             pg_addr: DEFAULT_PG_ADDR.parse().expect("a valid address"),
+            http_addr: Some(DEFAULT_HTTP_ADDR.parse().expect("a valid address")),
             tls: None,
+            rest: rest::RestLimits::default(),
         }
     }
 }
@@ -104,6 +116,8 @@ impl Default for ServeOptions {
 pub struct Server {
     /// Where the Postgres wire protocol listens.
     pub pg_addr: SocketAddr,
+    /// Where the REST API listens.
+    pub http_addr: Option<SocketAddr>,
     stop: tokio::sync::watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     audit: audit::AuditLog,
@@ -113,8 +127,15 @@ impl Server {
     /// Binds every surface and starts serving in the background.
     pub async fn start(engine: Engine, meta: Arc<MetaStore>, opts: &ServeOptions) -> Result<Self> {
         let tls = match &opts.tls {
-            Some(files) => Some(tls_acceptor(files)?),
+            Some(files) => Some(tls_config(files)?),
             None => None,
+        };
+        let with_alpn = |protocols: &[&[u8]]| {
+            tls.as_ref().map(|config| {
+                let mut config = config.clone();
+                config.alpn_protocols = protocols.iter().map(|p| p.to_vec()).collect();
+                tokio_rustls::TlsAcceptor::from(Arc::new(config))
+            })
         };
         let policies = policy::Policies::load(Arc::clone(&meta)).await?;
         let watcher = policies.watch();
@@ -126,7 +147,8 @@ impl Server {
             policies,
             connections: Arc::new(pgwire::api::ConnectionManager::new()),
             audit: audit.clone(),
-            tls,
+            // PostgreSQL 17 clients may start TLS directly (sslnegotiation=direct).
+            tls: with_alpn(&[b"postgresql"]),
         });
         let listener = TcpListener::bind(opts.pg_addr).await.map_err(|e| {
             Error::Setup(format!(
@@ -137,14 +159,43 @@ impl Server {
         let pg_addr = listener
             .local_addr()
             .map_err(|e| Error::Setup(e.to_string()))?;
-        let (stop, mut stopped) = tokio::sync::watch::channel(false);
-        let pg = tokio::spawn(pg::serve(listener, shared, async move {
-            let _ = stopped.wait_for(|s| *s).await;
-        }));
+        let http = match opts.http_addr {
+            Some(addr) => {
+                let l = TcpListener::bind(addr).await.map_err(|e| {
+                    Error::Setup(format!(
+                        "cannot listen on {addr} for HTTP: {e}; choose another address with --http-addr"
+                    ))
+                })?;
+                let a = l.local_addr().map_err(|e| Error::Setup(e.to_string()))?;
+                Some((l, a))
+            }
+            None => None,
+        };
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let until_stopped = move || {
+            let mut stopped = stopped.clone();
+            async move {
+                let _ = stopped.wait_for(|s| *s).await;
+            }
+        };
+        let mut tasks = vec![watcher, audit_writer];
+        let mut http_addr = None;
+        if let Some((listener, addr)) = http {
+            let router = rest::router(Arc::clone(&shared), opts.rest.clone());
+            tasks.push(tokio::spawn(rest::serve(
+                listener,
+                router,
+                with_alpn(&[b"http/1.1"]),
+                until_stopped(),
+            )));
+            http_addr = Some(addr);
+        }
+        tasks.push(tokio::spawn(pg::serve(listener, shared, until_stopped())));
         Ok(Self {
             pg_addr,
+            http_addr,
             stop,
-            tasks: vec![pg, watcher, audit_writer],
+            tasks,
             audit,
         })
     }
@@ -162,8 +213,8 @@ impl Server {
     }
 }
 
-/// A TLS acceptor from PEM files (certificate chain and key).
-fn tls_acceptor(files: &TlsFiles) -> Result<pgwire::tokio::TlsAcceptor> {
+/// A TLS configuration from PEM files (certificate chain and key).
+fn tls_config(files: &TlsFiles) -> Result<rustls::ServerConfig> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&files.cert)
@@ -181,13 +232,10 @@ fn tls_acceptor(files: &TlsFiles) -> Result<pgwire::tokio::TlsAcceptor> {
         ))
     })?;
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+    rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| Error::Setup(format!("TLS: {e}")))?
         .with_no_client_auth()
         .with_single_cert(certs, key)
-        .map_err(|e| Error::Setup(format!("TLS certificate and key do not match: {e}")))?;
-    // PostgreSQL 17 clients may start TLS directly (sslnegotiation=direct).
-    config.alpn_protocols = vec![b"postgresql".to_vec()];
-    Ok(pgwire::tokio::TlsAcceptor::from(Arc::new(config)))
+        .map_err(|e| Error::Setup(format!("TLS certificate and key do not match: {e}")))
 }

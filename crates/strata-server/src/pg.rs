@@ -551,73 +551,11 @@ impl QueryHook for StrataStatements {
             return Some(self.run(statement).await);
         }
         let mut bound = statement.clone();
-        Some(match bind_parameters(&mut bound, values) {
+        let values: Vec<_> = values.iter().map(|v| v.value.clone()).collect();
+        Some(match crate::bind::bind_parameters(&mut bound, &values) {
             Ok(()) => self.run(&bound).await,
-            Err(e) => Err(e),
+            Err(m) => Err(error("08P01", m)),
         })
-    }
-}
-
-/// Replaces the placeholders `$1`, `$2`… of a statement Strata runs itself with the bound
-/// values, as literals of the statement's AST (never as text spliced into SQL).
-fn bind_parameters(
-    stmt: &mut Statement,
-    values: &[strata_engine::datafusion::common::metadata::ScalarAndMetadata],
-) -> PgWireResult<()> {
-    use std::ops::ControlFlow;
-    use strata_engine::datafusion::common::ScalarValue;
-    use strata_engine::datafusion::sql::sqlparser::ast::{Expr, Value, VisitMut, VisitorMut};
-
-    struct Bind<'a> {
-        values: &'a [strata_engine::datafusion::common::metadata::ScalarAndMetadata],
-    }
-    impl VisitorMut for Bind<'_> {
-        type Break = PgWireError;
-        fn pre_visit_expr(&mut self, expr: &mut Expr) -> ControlFlow<PgWireError> {
-            let Expr::Value(v) = expr else {
-                return ControlFlow::Continue(());
-            };
-            let Value::Placeholder(p) = &v.value else {
-                return ControlFlow::Continue(());
-            };
-            let Some(i) = p
-                .strip_prefix('$')
-                .and_then(|n| n.parse::<usize>().ok())
-                .filter(|i| (1..=self.values.len()).contains(i))
-            else {
-                return ControlFlow::Break(error(
-                    "08P01",
-                    format!("parameter {p} has no bound value"),
-                ));
-            };
-            let value = &self.values[i - 1].value;
-            v.value = if value.is_null() {
-                Value::Null
-            } else {
-                match value {
-                    ScalarValue::Boolean(Some(b)) => Value::Boolean(*b),
-                    ScalarValue::Int8(_)
-                    | ScalarValue::Int16(_)
-                    | ScalarValue::Int32(_)
-                    | ScalarValue::Int64(_)
-                    | ScalarValue::UInt8(_)
-                    | ScalarValue::UInt16(_)
-                    | ScalarValue::UInt32(_)
-                    | ScalarValue::UInt64(_)
-                    | ScalarValue::Float32(_)
-                    | ScalarValue::Float64(_)
-                    | ScalarValue::Decimal128(..) => Value::Number(value.to_string(), false),
-                    // Text, dates, timestamps…: a string literal the statement's target
-                    // column type is cast from.
-                    other => Value::SingleQuotedString(other.to_string()),
-                }
-            };
-            ControlFlow::Continue(())
-        }
-    }
-    match stmt.visit(&mut Bind { values }) {
-        ControlFlow::Break(e) => Err(e),
-        ControlFlow::Continue(()) => Ok(()),
     }
 }
 

@@ -286,28 +286,46 @@ Examples:
         #[arg(long, default_value_t = 20)]
         limit: u32,
     },
-    /// Serve the warehouse: the Postgres wire protocol for psql, drivers and BI tools, with
-    /// every session opened for an authenticated user under its grants, row policies and
-    /// column masks.
+    /// Serve the warehouse: the Postgres wire protocol for psql, drivers and BI tools, and a
+    /// REST API for applications, with every session opened for an authenticated user under
+    /// its grants, row policies and column masks.
     #[command(after_help = "\
-Users log in with their password or an API token (as the password). Without TLS, only
-clients on this machine may log in; give --tls-cert and --tls-key to serve other hosts.
+Users log in with their password or an API token (as the password, or as
+`Authorization: Bearer <token>` over HTTP). Without TLS, only clients on this machine may
+log in; give --tls-cert and --tls-key to serve other hosts.
 
 Examples:
   strata users add alice --password-stdin --attr region=EU
   strata serve
   psql 'postgres://alice@127.0.0.1:6875/strata'
-  strata serve --pg-addr 0.0.0.0:6875 --tls-cert server.crt --tls-key server.key")]
+  curl -H \"Authorization: Bearer $TOKEN\" 'http://127.0.0.1:8787/api/v1/tables/marts/orders?status=eq.paid&limit=10'
+  curl -H \"Authorization: Bearer $TOKEN\" -H 'Accept: text/csv' -d '{\"sql\": \"select 1\"}' http://127.0.0.1:8787/api/v1/sql
+  strata serve --pg-addr 0.0.0.0:6875 --http-addr 0.0.0.0:8787 --tls-cert server.crt --tls-key server.key")]
     Serve {
         /// Address of the Postgres wire protocol.
         #[arg(long, default_value = strata_server::DEFAULT_PG_ADDR)]
         pg_addr: std::net::SocketAddr,
+        /// Address of the HTTP surfaces (REST API, OpenAPI document at /api/v1/openapi.json).
+        #[arg(long, default_value = strata_server::DEFAULT_HTTP_ADDR)]
+        http_addr: std::net::SocketAddr,
+        /// Serve no HTTP.
+        #[arg(long, conflicts_with = "http_addr")]
+        no_http: bool,
         /// TLS certificate chain (PEM).
         #[arg(long, requires = "tls_key")]
         tls_cert: Option<PathBuf>,
         /// TLS private key (PEM).
         #[arg(long, requires = "tls_cert")]
         tls_key: Option<PathBuf>,
+        /// REST requests per second per token or user (0: unlimited).
+        #[arg(long, default_value_t = 100.0)]
+        rate_limit: f64,
+        /// Most rows one REST SQL response carries.
+        #[arg(long, default_value_t = 1_000_000)]
+        max_rows: u64,
+        /// Longest a REST statement may run, in seconds.
+        #[arg(long, default_value_t = 300)]
+        statement_timeout: u64,
     },
     /// Users who may connect: add, list, set passwords and attributes, disable, drop.
     Users {
@@ -595,24 +613,12 @@ impl Ctx {
 }
 
 /// `strata serve`: starts the surfaces and runs until interrupted.
-async fn serve(
-    ctx: &Ctx,
-    pg_addr: std::net::SocketAddr,
-    tls_cert: Option<PathBuf>,
-    tls_key: Option<PathBuf>,
-) -> Result<()> {
+async fn serve(ctx: &Ctx, opts: strata_server::ServeOptions) -> Result<()> {
     let meta = std::sync::Arc::new(
         MetaStore::connect(&ctx.project.settings.metadata.url)
             .await
             .context("the server keeps users and grants in the metadata store")?,
     );
-    let opts = strata_server::ServeOptions {
-        pg_addr,
-        tls: match (tls_cert, tls_key) {
-            (Some(cert), Some(key)) => Some(strata_server::TlsFiles { cert, key }),
-            _ => None,
-        },
-    };
     let server =
         strata_server::Server::start(ctx.engine.clone(), std::sync::Arc::clone(&meta), &opts)
             .await?;
@@ -620,20 +626,30 @@ async fn serve(
         eprintln!("warning: no users yet; add one with `strata users add <name> --password-stdin`");
     }
     let addr = server.pg_addr;
+    let tls = opts.tls.is_some();
     if ctx.json {
-        println!("{}", serde_json::json!({ "postgres": addr.to_string() }));
+        println!(
+            "{}",
+            serde_json::json!({
+                "postgres": addr.to_string(),
+                "http": server.http_addr.map(|a| a.to_string()),
+            })
+        );
     } else {
         println!("Postgres wire protocol on {addr}");
         println!(
             "  psql 'postgres://<user>@{}:{}/strata{}'",
             addr.ip(),
             addr.port(),
-            if opts.tls.is_some() {
-                "?sslmode=require"
-            } else {
-                ""
-            }
+            if tls { "?sslmode=require" } else { "" }
         );
+        if let Some(http) = server.http_addr {
+            let scheme = if tls { "https" } else { "http" };
+            println!(
+                "REST API on {scheme}://{http}/api/v1 (OpenAPI: {scheme}://{http}/api/v1/openapi.json)"
+            );
+            println!("  curl -u <user>:<password> {scheme}://{http}/api/v1/tables");
+        }
         println!("Stop with Ctrl-C.");
     }
     use std::io::Write;
@@ -741,11 +757,34 @@ async fn run(cli: Cli, redactor: strata_types::Redactor) -> Result<()> {
         }
         Command::Serve {
             pg_addr,
+            http_addr,
+            no_http,
             tls_cert,
             tls_key,
+            rate_limit,
+            max_rows,
+            statement_timeout,
         } => {
             let ctx = Ctx::load(&cli, &redactor).await?;
-            serve(&ctx, *pg_addr, tls_cert.clone(), tls_key.clone()).await
+            let opts = strata_server::ServeOptions {
+                pg_addr: *pg_addr,
+                http_addr: (!no_http).then_some(*http_addr),
+                tls: match (tls_cert, tls_key) {
+                    (Some(cert), Some(key)) => Some(strata_server::TlsFiles {
+                        cert: cert.clone(),
+                        key: key.clone(),
+                    }),
+                    _ => None,
+                },
+                rest: strata_server::rest::RestLimits {
+                    rate_per_second: *rate_limit,
+                    burst: (*rate_limit * 2.0).max(1.0),
+                    max_rows: *max_rows,
+                    timeout: std::time::Duration::from_secs(*statement_timeout),
+                    ..Default::default()
+                },
+            };
+            serve(&ctx, opts).await
         }
         Command::Users { command } => {
             let ctx = Ctx::load(&cli, &redactor).await?;
@@ -1264,11 +1303,13 @@ async fn run_demo(
         );
     }
     let addr: std::net::SocketAddr = strata_server::DEFAULT_PG_ADDR.parse()?;
+    let http: std::net::SocketAddr = strata_server::DEFAULT_HTTP_ADDR.parse()?;
     let connect = format!(
         "Users: admin (password admin, sees everything) and analyst (password analyst, role analysts: \
          the Europe region's orders and customers only, emails masked).\n  \
          psql 'postgres://analyst:analyst@{addr}/strata' -c 'select customer_name, email, sales_region from analytics.dim_customers limit 5'\n  \
-         psql 'postgres://admin:admin@{addr}/strata' -c 'select sales_region, count(*) from analytics.fct_orders group by 1'"
+         psql 'postgres://admin:admin@{addr}/strata' -c 'select sales_region, count(*) from analytics.fct_orders group by 1'\n  \
+         curl -u analyst:analyst 'http://{http}/api/v1/tables/analytics/dim_customers?select=customer_name,email&limit=5'"
     );
     use std::io::IsTerminal;
     if serve && std::io::stdout().is_terminal() {
@@ -1279,8 +1320,9 @@ async fn run_demo(
         )
         .await?;
         println!(
-            "Serving the warehouse over the Postgres protocol on {} (Ctrl-C stops it).\n{connect}",
-            server.pg_addr
+            "Serving the warehouse over the Postgres protocol on {} and HTTP on {} (Ctrl-C stops it).\n{connect}",
+            server.pg_addr,
+            server.http_addr.map(|a| a.to_string()).unwrap_or_default()
         );
         std::future::pending::<()>().await;
         server.stop().await;

@@ -7,6 +7,7 @@ mod demo;
 mod errors;
 mod incremental;
 mod models;
+mod rest;
 mod s3;
 mod serve;
 mod sources;

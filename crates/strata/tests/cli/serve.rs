@@ -8,11 +8,11 @@ use std::time::{Duration, Instant};
 
 use crate::{ok, project, stderr, stdout, strata_bin};
 
-const PASSWORD: &str = "correct horse battery staple";
+pub(crate) const PASSWORD: &str = "correct horse battery staple";
 
 /// `strata args…` with extra environment variables; asserts success.
 #[track_caller]
-fn ok_env(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> String {
+pub(crate) fn ok_env(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> String {
     let o = Command::new(strata_bin())
         .args(args)
         .current_dir(dir)
@@ -33,6 +33,8 @@ fn ok_env(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> String {
 pub(crate) struct Served {
     child: Child,
     pub(crate) port: u16,
+    /// The REST API's port.
+    pub(crate) http_port: u16,
 }
 
 impl Drop for Served {
@@ -46,9 +48,16 @@ pub(crate) fn serve(dir: &Path) -> Served {
     serve_with(dir, &[])
 }
 
-fn serve_with(dir: &Path, extra: &[&str]) -> Served {
+pub(crate) fn serve_with(dir: &Path, extra: &[&str]) -> Served {
     let mut child = Command::new(strata_bin())
-        .args(["--json", "serve", "--pg-addr", "127.0.0.1:0"])
+        .args([
+            "--json",
+            "serve",
+            "--pg-addr",
+            "127.0.0.1:0",
+            "--http-addr",
+            "127.0.0.1:0",
+        ])
         .args(extra)
         .current_dir(dir)
         .env("STRATA_LOG", "error")
@@ -64,7 +73,16 @@ fn serve_with(dir: &Path, extra: &[&str]) -> Served {
         .unwrap_or_else(|e| panic!("strata serve printed {line:?}: {e}"));
     let addr = v["postgres"].as_str().expect("a postgres address");
     let port = addr.rsplit(':').next().unwrap().parse().unwrap();
-    Served { child, port }
+    let http_port = v["http"]
+        .as_str()
+        .and_then(|a| a.rsplit(':').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0);
+    Served {
+        child,
+        port,
+        http_port,
+    }
 }
 
 fn psql(port: u16, user: &str, password: &str, sql: &str) -> Output {
@@ -113,7 +131,7 @@ fn psql_err(port: u16, user: &str, password: &str, sql: &str) -> String {
     stderr(&o)
 }
 
-fn python() -> String {
+pub(crate) fn python() -> String {
     std::env::var("STRATA_PYTHON").unwrap_or_else(|_| "python3".into())
 }
 
@@ -136,7 +154,7 @@ fn psycopg(script: &str, env: &[(&str, &str)]) -> String {
 
 /// A project with `marts.orders`, an analyst `alice` (region EU) who sees EU orders with
 /// masked emails, and a superuser `admin`.
-fn setup() -> (tempfile::TempDir, std::path::PathBuf) {
+pub(crate) fn setup() -> (tempfile::TempDir, std::path::PathBuf) {
     let (tmp, dir) = project();
     ok(
         &dir,
