@@ -49,6 +49,17 @@ pub fn token_hash(secret: &str) -> String {
     hex::encode(Sha256::digest(secret.as_bytes()))
 }
 
+/// Base64 as HTTP Basic credentials carry it, padded or not (some clients leave the
+/// padding out).
+pub fn decode_base64(s: &str) -> Option<Vec<u8>> {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD};
+    STANDARD
+        .decode(s)
+        .or_else(|_| STANDARD_NO_PAD.decode(s.trim_end_matches('=')))
+        .ok()
+}
+
 /// How a client proved who it is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Credential {

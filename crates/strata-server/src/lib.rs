@@ -3,6 +3,7 @@
 //! ```text
 //!  psql / JDBC / BI ──Postgres wire (6875)──┐
 //!  apps / curl ───────REST (8787) ───────────┤
+//!  ADBC / Arrow ──────Flight SQL (50051) ────┤
 //!                                          ├─► login (users, API tokens: strata-meta)
 //!                                          │     └─► engine session for the principal
 //!                                          │           grants · row policies · masks
@@ -20,6 +21,7 @@ pub mod audit;
 pub mod auth;
 mod bind;
 pub mod errors;
+mod flight;
 mod pg;
 pub mod policy;
 pub mod rest;
@@ -43,6 +45,9 @@ pub const DEFAULT_PG_ADDR: &str = "127.0.0.1:6875";
 
 /// Default address of the HTTP surfaces (REST API).
 pub const DEFAULT_HTTP_ADDR: &str = "127.0.0.1:8787";
+
+/// Default address of Arrow Flight SQL.
+pub const DEFAULT_FLIGHT_ADDR: &str = "127.0.0.1:50051";
 
 /// Errors of the serving layer.
 #[derive(Debug, thiserror::Error)]
@@ -94,6 +99,8 @@ pub struct ServeOptions {
     pub pg_addr: SocketAddr,
     /// HTTP address (REST API); `None` serves no HTTP.
     pub http_addr: Option<SocketAddr>,
+    /// Arrow Flight SQL address; `None` serves no Flight SQL.
+    pub flight_addr: Option<SocketAddr>,
     /// TLS for every surface; without it, credentials are accepted from loopback clients only.
     pub tls: Option<TlsFiles>,
     /// Bounds of the REST API.
@@ -105,6 +112,7 @@ impl Default for ServeOptions {
         Self {
             pg_addr: DEFAULT_PG_ADDR.parse().expect("a valid address"),
             http_addr: Some(DEFAULT_HTTP_ADDR.parse().expect("a valid address")),
+            flight_addr: Some(DEFAULT_FLIGHT_ADDR.parse().expect("a valid address")),
             tls: None,
             rest: rest::RestLimits::default(),
         }
@@ -118,6 +126,8 @@ pub struct Server {
     pub pg_addr: SocketAddr,
     /// Where the REST API listens.
     pub http_addr: Option<SocketAddr>,
+    /// Where Flight SQL listens.
+    pub flight_addr: Option<SocketAddr>,
     stop: tokio::sync::watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     audit: audit::AuditLog,
@@ -171,6 +181,25 @@ impl Server {
             }
             None => None,
         };
+        let flight = match opts.flight_addr {
+            Some(addr) => {
+                let l = TcpListener::bind(addr).await.map_err(|e| {
+                    Error::Setup(format!(
+                        "cannot listen on {addr} for Flight SQL: {e}; choose another address with --flight-addr"
+                    ))
+                })?;
+                let a = l.local_addr().map_err(|e| Error::Setup(e.to_string()))?;
+                Some((l, a))
+            }
+            None => None,
+        };
+        let flight_tls = match &opts.tls {
+            Some(files) => Some((
+                std::fs::read(&files.cert).map_err(|e| Error::Setup(e.to_string()))?,
+                std::fs::read(&files.key).map_err(|e| Error::Setup(e.to_string()))?,
+            )),
+            None => None,
+        };
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let until_stopped = move || {
             let mut stopped = stopped.clone();
@@ -190,10 +219,22 @@ impl Server {
             )));
             http_addr = Some(addr);
         }
+        let mut flight_addr = None;
+        if let Some((listener, addr)) = flight {
+            let service = flight::StrataFlight::new(Arc::clone(&shared), flight_tls.is_some());
+            tasks.push(tokio::spawn(flight::serve(
+                listener,
+                service,
+                flight_tls,
+                until_stopped(),
+            )));
+            flight_addr = Some(addr);
+        }
         tasks.push(tokio::spawn(pg::serve(listener, shared, until_stopped())));
         Ok(Self {
             pg_addr,
             http_addr,
+            flight_addr,
             stop,
             tasks,
             audit,

@@ -300,7 +300,8 @@ Examples:
   psql 'postgres://alice@127.0.0.1:6875/strata'
   curl -H \"Authorization: Bearer $TOKEN\" 'http://127.0.0.1:8787/api/v1/tables/marts/orders?status=eq.paid&limit=10'
   curl -H \"Authorization: Bearer $TOKEN\" -H 'Accept: text/csv' -d '{\"sql\": \"select 1\"}' http://127.0.0.1:8787/api/v1/sql
-  strata serve --pg-addr 0.0.0.0:6875 --http-addr 0.0.0.0:8787 --tls-cert server.crt --tls-key server.key")]
+  python -c \"import adbc_driver_flightsql.dbapi as f; c = f.connect('grpc://127.0.0.1:50051', db_kwargs={'username': 'alice', 'password': '...'}); print(c.cursor().execute('select 1').fetch_arrow_table())\"
+  strata serve --pg-addr 0.0.0.0:6875 --http-addr 0.0.0.0:8787 --flight-addr 0.0.0.0:50051 --tls-cert server.crt --tls-key server.key")]
     Serve {
         /// Address of the Postgres wire protocol.
         #[arg(long, default_value = strata_server::DEFAULT_PG_ADDR)]
@@ -309,8 +310,14 @@ Examples:
         #[arg(long, default_value = strata_server::DEFAULT_HTTP_ADDR)]
         http_addr: std::net::SocketAddr,
         /// Serve no HTTP.
-        #[arg(long, conflicts_with = "http_addr")]
+        #[arg(long)]
         no_http: bool,
+        /// Address of Arrow Flight SQL (ADBC, JDBC Flight SQL drivers).
+        #[arg(long, default_value = strata_server::DEFAULT_FLIGHT_ADDR)]
+        flight_addr: std::net::SocketAddr,
+        /// Serve no Flight SQL.
+        #[arg(long)]
+        no_flight: bool,
         /// TLS certificate chain (PEM).
         #[arg(long, requires = "tls_key")]
         tls_cert: Option<PathBuf>,
@@ -633,6 +640,7 @@ async fn serve(ctx: &Ctx, opts: strata_server::ServeOptions) -> Result<()> {
             serde_json::json!({
                 "postgres": addr.to_string(),
                 "http": server.http_addr.map(|a| a.to_string()),
+                "flight": server.flight_addr.map(|a| a.to_string()),
             })
         );
     } else {
@@ -649,6 +657,10 @@ async fn serve(ctx: &Ctx, opts: strata_server::ServeOptions) -> Result<()> {
                 "REST API on {scheme}://{http}/api/v1 (OpenAPI: {scheme}://{http}/api/v1/openapi.json)"
             );
             println!("  curl -u <user>:<password> {scheme}://{http}/api/v1/tables");
+        }
+        if let Some(flight) = server.flight_addr {
+            let scheme = if tls { "grpc+tls" } else { "grpc" };
+            println!("Arrow Flight SQL on {scheme}://{flight}");
         }
         println!("Stop with Ctrl-C.");
     }
@@ -759,6 +771,8 @@ async fn run(cli: Cli, redactor: strata_types::Redactor) -> Result<()> {
             pg_addr,
             http_addr,
             no_http,
+            flight_addr,
+            no_flight,
             tls_cert,
             tls_key,
             rate_limit,
@@ -769,6 +783,7 @@ async fn run(cli: Cli, redactor: strata_types::Redactor) -> Result<()> {
             let opts = strata_server::ServeOptions {
                 pg_addr: *pg_addr,
                 http_addr: (!no_http).then_some(*http_addr),
+                flight_addr: (!no_flight).then_some(*flight_addr),
                 tls: match (tls_cert, tls_key) {
                     (Some(cert), Some(key)) => Some(strata_server::TlsFiles {
                         cert: cert.clone(),

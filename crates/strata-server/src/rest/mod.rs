@@ -111,8 +111,8 @@ pub(crate) fn router(shared: Arc<crate::pg::Shared>, limits: RestLimits) -> Rout
 #[derive(Debug)]
 pub(crate) struct ApiError {
     status: StatusCode,
-    code: &'static str,
-    message: String,
+    pub(crate) code: &'static str,
+    pub(crate) message: String,
     retry_after: Option<u64>,
 }
 
@@ -138,12 +138,12 @@ impl ApiError {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "XX000", message)
     }
 
-    fn engine(e: &strata_engine::Error) -> Self {
+    pub(crate) fn engine(e: &strata_engine::Error) -> Self {
         let code = crate::errors::sqlstate(e);
         Self::new(status_of(code), code, e.to_string())
     }
 
-    fn outcome(&self) -> AuditOutcome {
+    pub(crate) fn outcome(&self) -> AuditOutcome {
         if self.code == "42501" {
             AuditOutcome::Denied
         } else {
@@ -329,9 +329,7 @@ pub(crate) async fn authenticate(
         };
     }
     if let Some(basic) = strip_scheme(value, "basic") {
-        let decoded = base64::engine::general_purpose::STANDARD
-            .decode(basic.trim())
-            .ok()
+        let decoded = crate::auth::decode_base64(basic.trim())
             .and_then(|b| String::from_utf8(b).ok())
             .ok_or_else(|| ApiError::unauthorized("malformed Basic credentials"))?;
         let (user, secret) = decoded
@@ -611,15 +609,15 @@ fn read_sql_request(
     })
 }
 
-enum Ran {
+/// A statement's result.
+pub(crate) enum Ran {
+    /// Rows, streamed.
     Rows {
         schema: SchemaRef,
         stream: strata_engine::datafusion::execution::SendableRecordBatchStream,
     },
-    Done {
-        tag: String,
-        rows: Option<u64>,
-    },
+    /// A command's outcome.
+    Done { tag: String, rows: Option<u64> },
 }
 
 fn timed_out(t: Duration) -> ApiError {
@@ -635,25 +633,39 @@ fn timed_out(t: Duration) -> ApiError {
 
 /// Runs every statement of the request; the last one's result is the answer.
 async fn run_sql(session: &Session, request: &SqlRequest) -> Result<Ran, ApiError> {
-    let mut stmts = session
-        .parse(&request.sql)
-        .map_err(|e| ApiError::engine(&e))?;
+    let values = request
+        .params
+        .iter()
+        .map(json_scalar)
+        .collect::<Result<Vec<_>, _>>()?;
+    run_statements(session, &request.sql, &values).await
+}
+
+/// Whether a statement is a query (its result is rows).
+pub(crate) fn is_query(stmt: &DFStatement) -> bool {
+    matches!(stmt, DFStatement::Statement(s) if matches!(s.as_ref(), strata_engine::datafusion::sql::sqlparser::ast::Statement::Query(_)))
+}
+
+/// Runs every statement of `sql` (with `params` bound to `$1`, `$2`… of a single
+/// statement) in `session`; the last one's result is the answer. Every surface that takes
+/// SQL text runs it here, so they all answer alike.
+pub(crate) async fn run_statements(
+    session: &Session,
+    sql: &str,
+    params: &[strata_engine::datafusion::common::ScalarValue],
+) -> Result<Ran, ApiError> {
+    let mut stmts = session.parse(sql).map_err(|e| ApiError::engine(&e))?;
     if stmts.is_empty() {
-        return Err(ApiError::bad_request("no statement in `sql`"));
+        return Err(ApiError::bad_request("no statement to run"));
     }
-    if !request.params.is_empty() {
+    if !params.is_empty() {
         if stmts.len() > 1 {
             return Err(ApiError::bad_request(
-                "`params` bind to one statement; send statements one at a time",
+                "parameters bind to one statement; send statements one at a time",
             ));
         }
-        let values = request
-            .params
-            .iter()
-            .map(json_scalar)
-            .collect::<Result<Vec<_>, _>>()?;
         if let Some(DFStatement::Statement(s)) = stmts.first_mut() {
-            crate::bind::bind_parameters(s, &values)
+            crate::bind::bind_parameters(s, params)
                 .map_err(|m| ApiError::new(StatusCode::BAD_REQUEST, "08P01", m))?;
         }
     }
@@ -848,8 +860,10 @@ pub(crate) fn type_name(t: &DataType) -> String {
     }
 }
 
-/// The tables (and views) `session` may read, with their columns.
-pub(crate) async fn visible_tables(session: &Session) -> Vec<(String, String, SchemaRef)> {
+/// The tables (and views) `session` may read: namespace, name, `TABLE` or `VIEW`, columns.
+pub(crate) async fn visible_tables(
+    session: &Session,
+) -> Vec<(String, String, &'static str, SchemaRef)> {
     let ctx = session.context();
     let mut out = Vec::new();
     let Some(catalog) = ctx.catalog(strata_engine::CATALOG) else {
@@ -865,7 +879,11 @@ pub(crate) async fn visible_tables(session: &Session) -> Vec<(String, String, Sc
         names.sort();
         for t in names {
             if let Ok(Some(provider)) = schema.table(&t).await {
-                out.push((ns.clone(), t, provider.schema()));
+                let kind = match provider.table_type() {
+                    strata_engine::datafusion::datasource::TableType::View => "VIEW",
+                    _ => "TABLE",
+                };
+                out.push((ns.clone(), t, kind, provider.schema()));
             }
         }
     }
@@ -896,10 +914,11 @@ async fn tables(
     let list: Vec<serde_json::Value> = visible_tables(&session)
         .await
         .into_iter()
-        .map(|(ns, t, schema)| {
+        .map(|(ns, t, kind, schema)| {
             serde_json::json!({
                 "namespace": ns,
                 "name": t,
+                "kind": kind,
                 "path": format!("/api/v1/tables/{ns}/{t}"),
                 "columns": columns_json(&schema),
             })

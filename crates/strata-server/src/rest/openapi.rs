@@ -274,7 +274,7 @@ pub(crate) async fn document(
     if headers.contains_key(axum::http::header::AUTHORIZATION) {
         match super::begin(&state, &headers, peer, secure).await {
             Ok((_, session)) => {
-                for (ns, t, schema) in super::visible_tables(&session).await {
+                for (ns, t, _, schema) in super::visible_tables(&session).await {
                     let cols = schema
                         .fields()
                         .iter()

@@ -5,6 +5,7 @@ mod crash;
 mod dbt_compat;
 mod demo;
 mod errors;
+mod flight;
 mod incremental;
 mod models;
 mod rest;

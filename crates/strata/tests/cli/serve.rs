@@ -35,6 +35,8 @@ pub(crate) struct Served {
     pub(crate) port: u16,
     /// The REST API's port.
     pub(crate) http_port: u16,
+    /// Flight SQL's port.
+    pub(crate) flight_port: u16,
 }
 
 impl Drop for Served {
@@ -57,6 +59,8 @@ pub(crate) fn serve_with(dir: &Path, extra: &[&str]) -> Served {
             "127.0.0.1:0",
             "--http-addr",
             "127.0.0.1:0",
+            "--flight-addr",
+            "127.0.0.1:0",
         ])
         .args(extra)
         .current_dir(dir)
@@ -73,15 +77,18 @@ pub(crate) fn serve_with(dir: &Path, extra: &[&str]) -> Served {
         .unwrap_or_else(|e| panic!("strata serve printed {line:?}: {e}"));
     let addr = v["postgres"].as_str().expect("a postgres address");
     let port = addr.rsplit(':').next().unwrap().parse().unwrap();
-    let http_port = v["http"]
-        .as_str()
-        .and_then(|a| a.rsplit(':').next())
-        .and_then(|p| p.parse().ok())
-        .unwrap_or(0);
+    let port_of = |key: &str| {
+        v[key]
+            .as_str()
+            .and_then(|a| a.rsplit(':').next())
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(0)
+    };
     Served {
         child,
         port,
-        http_port,
+        http_port: port_of("http"),
+        flight_port: port_of("flight"),
     }
 }
 
