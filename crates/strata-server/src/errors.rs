@@ -92,6 +92,7 @@ fn clone_datafusion(d: &DataFusionError) -> DataFusionError {
         DataFusionError::NotImplemented(m) => DataFusionError::NotImplemented(m.clone()),
         DataFusionError::ResourcesExhausted(m) => DataFusionError::ResourcesExhausted(m.clone()),
         DataFusionError::Plan(m) => DataFusionError::Plan(m.clone()),
+        e @ DataFusionError::SchemaError(..) => DataFusionError::Plan(e.to_string()),
         DataFusionError::Execution(m) => DataFusionError::Execution(m.clone()),
         other => DataFusionError::Execution(other.to_string()),
     }

@@ -189,7 +189,7 @@ impl StrataFlight {
         params: &[ScalarValue],
     ) -> Result<Ran, Status> {
         let started = Instant::now();
-        let result = crate::rest::run_statements(session, sql, params).await;
+        let result = crate::rest::run_statements(&self.shared.meta, session, sql, params).await;
         let (outcome, error, rows) = match &result {
             Ok(Ran::Done { rows, .. }) => (AuditOutcome::Ok, None, *rows),
             Ok(Ran::Rows { .. }) => (AuditOutcome::Ok, None, None),
@@ -425,7 +425,7 @@ impl FlightSqlService for StrataFlight {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         let (principal, session) = self.session(&request).await?;
-        let sql = query.query;
+        let sql = self.run_prefix(&principal, &session, &query.query).await?;
         match self.run(&principal, &session, &sql, &[]).await? {
             Ran::Rows { schema, .. } => {
                 let handle = serde_json::to_vec(&StatementHandle { sql, done: None })
@@ -468,6 +468,11 @@ impl FlightSqlService for StrataFlight {
     ) -> Result<Response<FlightInfo>, Status> {
         let (principal, session) = self.session(&request).await?;
         let (sql, params) = self.prepared_sql(&cmd.prepared_statement_handle, &principal)?;
+        let sql = if params.is_empty() {
+            self.run_prefix(&principal, &session, &sql).await?
+        } else {
+            sql
+        };
         match self.run(&principal, &session, &sql, &params).await? {
             Ran::Rows { schema, .. } => {
                 info(&schema, cmd.as_any().encode_to_vec(), request.into_inner())
@@ -543,16 +548,12 @@ impl FlightSqlService for StrataFlight {
         let stmts = session
             .parse(&query.query)
             .map_err(|e| status(&ApiError::engine(&e)))?;
-        if stmts.len() != 1 {
-            return Err(Status::invalid_argument(
-                "a prepared statement is one statement",
-            ));
-        }
         let placeholders = query.query.contains('$') || query.query.contains('?');
         let dataset_schema = if !placeholders
+            && stmts.len() == 1
             && crate::rest::is_query(&stmts[0])
             && let Ok(Ran::Rows { schema, .. }) =
-                crate::rest::run_statements(&session, &query.query, &[]).await
+                crate::rest::run_statements(&self.shared.meta, &session, &query.query, &[]).await
         {
             ipc_schema(&schema)?
         } else {
@@ -775,6 +776,29 @@ impl FlightSqlService for StrataFlight {
 }
 
 impl StrataFlight {
+    /// Runs all but the last statement of a script now, and returns the last one, which
+    /// the ticket carries: fetching then runs only that one.
+    async fn run_prefix(
+        &self,
+        principal: &Principal,
+        session: &Session,
+        sql: &str,
+    ) -> Result<String, Status> {
+        let stmts = session
+            .parse(sql)
+            .map_err(|e| status(&ApiError::engine(&e)))?;
+        let Some((last, prefix)) = stmts.split_last() else {
+            return Ok(sql.to_string());
+        };
+        if prefix.is_empty() {
+            return Ok(sql.to_string());
+        }
+        for stmt in prefix {
+            self.run(principal, session, &stmt.to_string(), &[]).await?;
+        }
+        Ok(last.to_string())
+    }
+
     /// Runs a statement and streams its rows (or its outcome).
     async fn rows(
         &self,

@@ -47,7 +47,7 @@ use strata_engine::datafusion::common::ParamValues;
 use strata_engine::datafusion::logical_expr::{EmptyRelation, LogicalPlan};
 use strata_engine::datafusion::prelude::SessionContext;
 use strata_engine::datafusion::sql::parser::Statement as DFStatement;
-use strata_engine::datafusion::sql::sqlparser::ast::Statement;
+use strata_engine::datafusion::sql::sqlparser::ast::{SetExpr, Statement};
 use strata_engine::{Engine, Principal, Session, StatementResult};
 use strata_meta::AuditOutcome;
 use tokio::net::TcpListener;
@@ -451,10 +451,13 @@ struct StrataStatements {
 /// Whether DataFusion's own planning may answer `stmt` (reads, settings, transactions,
 /// cursors); everything else is Strata's.
 fn read_only(stmt: &Statement) -> bool {
+    if let Statement::Query(q) = stmt {
+        // `SELECT … INTO t` creates a table.
+        return !matches!(q.body.as_ref(), SetExpr::Select(s) if s.into.is_some());
+    }
     matches!(
         stmt,
-        Statement::Query(_)
-            | Statement::Set(_)
+        Statement::Set(_)
             | Statement::ShowVariable { .. }
             | Statement::ShowVariables { .. }
             | Statement::ShowStatus { .. }
@@ -485,9 +488,21 @@ impl StrataStatements {
                 Err(e) => Err(error("XX000", e.to_string())),
             };
         }
+        // COPY is DataFusion's own statement (`COPY … TO 'file'`), which its parser
+        // reads, not the Postgres one: parse it again as Strata does.
+        let statement = match stmt {
+            Statement::Copy { .. } => self
+                .session
+                .parse(&stmt.to_string())
+                .map_err(|e| crate::errors::to_pgwire(&e))?
+                .into_iter()
+                .next()
+                .ok_or_else(|| error("42601", "an empty COPY statement"))?,
+            other => DFStatement::Statement(Box::new(other.clone())),
+        };
         let result = self
             .session
-            .execute(DFStatement::Statement(Box::new(stmt.clone())))
+            .execute(statement)
             .await
             .map_err(|e| crate::errors::to_pgwire(&e))?;
         match result {

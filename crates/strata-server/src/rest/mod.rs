@@ -541,7 +541,8 @@ async fn sql(
         .unwrap_or(state.limits.timeout)
         .min(state.limits.timeout);
     let deadline = tokio::time::Instant::now() + timeout;
-    let started_stream = tokio::time::timeout_at(deadline, run_sql(&session, &request)).await;
+    let started_stream =
+        tokio::time::timeout_at(deadline, run_sql(&state.shared.meta, &session, &request)).await;
     let result = match started_stream {
         Ok(r) => r,
         Err(_) => Err(timed_out(timeout)),
@@ -632,13 +633,17 @@ fn timed_out(t: Duration) -> ApiError {
 }
 
 /// Runs every statement of the request; the last one's result is the answer.
-async fn run_sql(session: &Session, request: &SqlRequest) -> Result<Ran, ApiError> {
+async fn run_sql(
+    meta: &strata_meta::MetaStore,
+    session: &Session,
+    request: &SqlRequest,
+) -> Result<Ran, ApiError> {
     let values = request
         .params
         .iter()
         .map(json_scalar)
         .collect::<Result<Vec<_>, _>>()?;
-    run_statements(session, &request.sql, &values).await
+    run_statements(meta, session, &request.sql, &values).await
 }
 
 /// Whether a statement is a query (its result is rows).
@@ -650,6 +655,7 @@ pub(crate) fn is_query(stmt: &DFStatement) -> bool {
 /// statement) in `session`; the last one's result is the answer. Every surface that takes
 /// SQL text runs it here, so they all answer alike.
 pub(crate) async fn run_statements(
+    meta: &strata_meta::MetaStore,
     session: &Session,
     sql: &str,
     params: &[strata_engine::datafusion::common::ScalarValue],
@@ -671,6 +677,22 @@ pub(crate) async fn run_statements(
     }
     let last = stmts.len() - 1;
     for (i, stmt) in stmts.into_iter().enumerate() {
+        // Users, roles and grants in SQL, as on the Postgres protocol.
+        if let (DFStatement::Statement(s), Some(access)) = (&stmt, session.access())
+            && let Some(parsed) = crate::access_sql::classify(s, &access.principal().name)
+        {
+            let parsed = parsed.map_err(|m| ApiError::new(StatusCode::BAD_REQUEST, "0A000", m))?;
+            let tag = crate::access_sql::apply(meta, access.principal(), parsed)
+                .await
+                .map_err(|e| match e {
+                    crate::Error::Engine(e) => ApiError::engine(&e),
+                    other => ApiError::bad_request(other.to_string()),
+                })?;
+            if i == last {
+                return Ok(Ran::Done { tag, rows: None });
+            }
+            continue;
+        }
         let result = session
             .execute(stmt)
             .await

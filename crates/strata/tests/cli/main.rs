@@ -1,6 +1,7 @@
 //! End-to-end tests of the `strata` binary: a real process, a real project directory, a
 //! real lake on disk.
 
+mod authz_matrix;
 mod crash;
 mod dbt_compat;
 mod demo;
