@@ -2,7 +2,9 @@
 //! `UPDATE`, `DELETE`, `MERGE INTO`, `TRUNCATE`, `ALTER TABLE … ADD COLUMN`.
 //!
 //! Each becomes exactly one Delta commit. Expressions are passed to Delta as SQL text over
-//! the table's columns (and, for MERGE, the user's aliases), so they mean what they say.
+//! the table's columns (and, for MERGE, the user's aliases), so they mean what they say;
+//! every such text is read back first and must be the same expression ([`expr_text`]), and a
+//! row policy stays a conjunct of its own.
 
 use std::sync::Arc;
 
@@ -19,6 +21,35 @@ use strata_lake::{MergeClause, TableName, WriteOptions};
 use crate::access::Privilege;
 use crate::engine::{Session, StatementResult};
 use crate::{Error, Result};
+
+/// The text of `expr` for the lake, which parses it again (with the generic dialect).
+/// SQL printing is not one-to-one (a quote after a backslash in a string literal prints
+/// as is), so the text is read back and must be the same expression: no literal can
+/// change what the lake executes.
+fn expr_text(expr: &Expr) -> Result<String> {
+    let text = expr.to_string();
+    if reads_back_as(&text, expr) {
+        Ok(text)
+    } else {
+        Err(Error::Invalid(format!(
+            "`{text}` cannot be passed on unchanged (a string literal with a backslash before a quote?); write the value without that sequence or bind it differently"
+        )))
+    }
+}
+
+fn reads_back_as(text: &str, expr: &Expr) -> bool {
+    use datafusion::sql::sqlparser::dialect::GenericDialect;
+    use datafusion::sql::sqlparser::parser::Parser;
+    Parser::new(&GenericDialect {})
+        .try_with_sql(text)
+        .and_then(|mut p| {
+            let e = p.parse_expr()?;
+            // Nothing may follow the expression.
+            p.expect_token(&datafusion::sql::sqlparser::tokenizer::Token::EOF)?;
+            Ok(e)
+        })
+        .is_ok_and(|back| &back == expr)
+}
 
 fn done(tag: impl Into<String>, rows: Option<u64>) -> Result<StatementResult> {
     Ok(StatementResult::Done {
@@ -62,7 +93,7 @@ fn column_name(name: &ObjectName) -> String {
 fn assignments(list: &[Assignment]) -> Result<Vec<(String, String)>> {
     list.iter()
         .map(|a| match &a.target {
-            AssignmentTarget::ColumnName(c) => Ok((column_name(c), a.value.to_string())),
+            AssignmentTarget::ColumnName(c) => Ok((column_name(c), expr_text(&a.value)?)),
             AssignmentTarget::Tuple(_) => Err(Error::Unsupported(
                 "tuple assignments `(a, b) = (…)` are not supported; assign each column".into(),
             )),
@@ -91,12 +122,52 @@ async fn check_columns(session: &Session, t: &TableName, cols: &[&str]) -> Resul
 
 /// The predicate of an `UPDATE`/`DELETE` on `t`, narrowed to the rows the session's row
 /// policies let it see: a principal changes only rows it could read.
-fn restricted(session: &Session, t: &TableName, selection: Option<&Expr>) -> Option<String> {
+fn restricted(
+    session: &Session,
+    t: &TableName,
+    selection: Option<&Expr>,
+) -> Result<Option<String>> {
     let policy = session.access().and_then(|a| a.row_predicate(t));
-    match (selection.map(Expr::to_string), policy) {
-        (Some(s), Some(p)) => Some(format!("({s}) AND ({p})")),
+    let selection = selection.map(expr_text).transpose()?;
+    Ok(match (selection, policy) {
+        (Some(s), Some(p)) => {
+            let text = format!("({s}) AND ({p})");
+            // The policy must stay a conjunct of its own, whatever the selection holds.
+            if !is_conjunction_of(&text, &s, &p) {
+                return Err(Error::Invalid(format!(
+                    "the condition `{s}` cannot be combined safely with the row policy; simplify it"
+                )));
+            }
+            Some(text)
+        }
         (s, p) => s.or(p),
-    }
+    })
+}
+
+/// Whether `text` reads back as `(left) AND (right)`, each part as it reads alone.
+fn is_conjunction_of(text: &str, left: &str, right: &str) -> bool {
+    use datafusion::sql::sqlparser::ast::BinaryOperator;
+    use datafusion::sql::sqlparser::dialect::GenericDialect;
+    use datafusion::sql::sqlparser::parser::Parser;
+    let parse = |s: &str| {
+        Parser::new(&GenericDialect {})
+            .try_with_sql(s)
+            .and_then(|mut p| {
+                let e = p.parse_expr()?;
+                p.expect_token(&datafusion::sql::sqlparser::tokenizer::Token::EOF)?;
+                Ok(e)
+            })
+            .ok()
+    };
+    let (Some(whole), Some(l), Some(r)) = (parse(text), parse(left), parse(right)) else {
+        return false;
+    };
+    whole
+        == Expr::BinaryOp {
+            left: Box::new(Expr::Nested(Box::new(l))),
+            op: BinaryOperator::And,
+            right: Box::new(Expr::Nested(Box::new(r))),
+        }
 }
 
 pub(crate) async fn update(session: &Session, u: &Update) -> Result<StatementResult> {
@@ -110,7 +181,7 @@ pub(crate) async fn update(session: &Session, u: &Update) -> Result<StatementRes
     let set = assignments(&u.assignments)?;
     let cols: Vec<&str> = set.iter().map(|(c, _)| c.as_str()).collect();
     check_columns(session, &t, &cols).await?;
-    let predicate = restricted(session, &t, u.selection.as_ref());
+    let predicate = restricted(session, &t, u.selection.as_ref())?;
     let n = session
         .lake()
         .update(&t, predicate.as_deref(), set, Some(session.session_state()))
@@ -132,7 +203,7 @@ pub(crate) async fn delete(session: &Session, d: &Delete) -> Result<StatementRes
     };
     let t = table_of(session, twj, "DELETE")?;
     session.require(Privilege::Delete, &t)?;
-    let predicate = restricted(session, &t, d.selection.as_ref());
+    let predicate = restricted(session, &t, d.selection.as_ref())?;
     let n = session
         .lake()
         .delete(&t, predicate.as_deref(), Some(session.session_state()))
@@ -223,7 +294,7 @@ pub(crate) async fn merge(session: &Session, m: &Merge) -> Result<StatementResul
         .collect();
     let mut clauses = Vec::new();
     for c in &m.clauses {
-        let predicate = c.predicate.as_ref().map(Expr::to_string);
+        let predicate = c.predicate.as_ref().map(expr_text).transpose()?;
         let clause = match (&c.clause_kind, &c.action) {
             (MergeClauseKind::Matched, MergeAction::Update(u)) => MergeClause::MatchedUpdate {
                 predicate,
@@ -262,7 +333,7 @@ pub(crate) async fn merge(session: &Session, m: &Merge) -> Result<StatementResul
                     predicate,
                     set: cols
                         .into_iter()
-                        .zip(row.iter().map(Expr::to_string))
+                        .zip(row.iter().map(expr_text).collect::<Result<Vec<_>>>()?)
                         .collect(),
                 }
             }
@@ -290,7 +361,7 @@ pub(crate) async fn merge(session: &Session, m: &Merge) -> Result<StatementResul
             source,
             &source_alias,
             &target_alias,
-            &m.on.to_string(),
+            &expr_text(&m.on)?,
             clauses,
             session.session_state(),
             &WriteOptions::default(),
@@ -360,5 +431,44 @@ async fn arrow_field(
         _ => Err(Error::Invalid(format!(
             "`{column_def}` is not a column definition"
         ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+    use datafusion::sql::sqlparser::parser::Parser;
+
+    fn expr(sql: &str) -> Expr {
+        Parser::new(&PostgreSqlDialect {})
+            .try_with_sql(sql)
+            .unwrap()
+            .parse_expr()
+            .unwrap()
+    }
+
+    #[test]
+    fn texts_that_read_back_differently_are_refused() {
+        assert_eq!(
+            expr_text(&expr("id = 1 AND name = 'a''b'")).unwrap(),
+            "id = 1 AND name = 'a''b'"
+        );
+        // A quote after a backslash prints unescaped: the text would mean something else.
+        use datafusion::sql::sqlparser::ast::{BinaryOperator, Ident, Value};
+        let e = Expr::BinaryOp {
+            left: Box::new(Expr::Identifier(Ident::new("email"))),
+            op: BinaryOperator::Eq,
+            right: Box::new(Expr::value(Value::SingleQuotedString(
+                r"x\') OR (1 = 1".into(),
+            ))),
+        };
+        assert!(expr_text(&e).is_err(), "{e}");
+        assert!(is_conjunction_of("(a = 1) AND (b = 2)", "a = 1", "b = 2"));
+        assert!(!is_conjunction_of(
+            "(a = 1 OR 1 = 1) OR (b = 2)",
+            "a = 1 OR 1 = 1",
+            "b = 2"
+        ));
     }
 }

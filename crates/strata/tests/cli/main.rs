@@ -7,6 +7,7 @@ mod dbt_compat;
 mod demo;
 mod errors;
 mod flight;
+mod garbage;
 mod incremental;
 mod models;
 mod rest;
