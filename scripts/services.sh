@@ -67,3 +67,9 @@ if ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
   redis-server --bind 127.0.0.1 --port 6379 --daemonize yes --save "" --appendonly no >/dev/null
   wait_for Redis "redis-cli -h 127.0.0.1 -p 6379 ping"
 fi
+
+# Client tools the serving tests drive: the PostgreSQL JDBC driver (with a Java runtime).
+if [ ! -f /usr/share/java/postgresql.jar ] || ! command -v java >/dev/null 2>&1; then
+  echo "services: installing Java and the PostgreSQL JDBC driver"
+  apt_install default-jre-headless libpostgresql-jdbc-java
+fi

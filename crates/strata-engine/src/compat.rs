@@ -1692,3 +1692,118 @@ impl Accumulator for ModeAccumulator {
         Ok(())
     }
 }
+
+/// `LIKE … ESCAPE 'c'` with an escape character other than backslash (DataFusion runs
+/// only backslash escapes): the pattern is rewritten to backslash escapes at run time, so
+/// drivers' catalog queries (`nspname NOT LIKE 'pg\_%' ESCAPE '/'` from SQLAlchemy) work.
+#[derive(Debug, Default)]
+pub(crate) struct LikeEscapeRule;
+
+impl datafusion::optimizer::AnalyzerRule for LikeEscapeRule {
+    fn analyze(
+        &self,
+        plan: datafusion::logical_expr::LogicalPlan,
+        _config: &datafusion::config::ConfigOptions,
+    ) -> datafusion::common::Result<datafusion::logical_expr::LogicalPlan> {
+        use datafusion::common::tree_node::{Transformed, TreeNode};
+        use datafusion::logical_expr::Expr;
+        use datafusion::logical_expr::expr::Like;
+        plan.transform_up_with_subqueries(|node| {
+            node.map_expressions(|e| {
+                e.transform_up(|e| match e {
+                    Expr::Like(like) if like.escape_char.is_some_and(|c| c != '\\') => {
+                        let esc = like.escape_char.unwrap_or('\\');
+                        let pattern = Expr::ScalarFunction(
+                            datafusion::logical_expr::expr::ScalarFunction::new_udf(
+                                like_escape_udf(),
+                                vec![
+                                    *like.pattern,
+                                    Expr::Literal(ScalarValue::Utf8(Some(esc.to_string())), None),
+                                ],
+                            ),
+                        );
+                        Ok(Transformed::yes(Expr::Like(Like {
+                            pattern: Box::new(pattern),
+                            escape_char: None,
+                            ..like
+                        })))
+                    }
+                    other => Ok(Transformed::no(other)),
+                })
+            })
+        })
+        .map(|t| t.data)
+    }
+
+    fn name(&self) -> &str {
+        "strata_like_escape"
+    }
+}
+
+/// A LIKE pattern with escape character `esc` as the same pattern with backslash escapes.
+pub(crate) fn rewrite_like_escape(pattern: &str, esc: char) -> String {
+    let mut out = String::with_capacity(pattern.len() + 4);
+    let mut chars = pattern.chars();
+    while let Some(c) = chars.next() {
+        if c == esc {
+            match chars.next() {
+                Some(n @ ('%' | '_' | '\\')) => {
+                    out.push('\\');
+                    out.push(n);
+                }
+                Some(n) => out.push(n),
+                None => out.push(esc),
+            }
+        } else if c == '\\' {
+            out.push_str("\\\\");
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+fn like_escape_udf() -> Arc<datafusion::logical_expr::ScalarUDF> {
+    use datafusion::arrow::array::{Array, AsArray, StringArray};
+    use datafusion::logical_expr::{ColumnarValue, Volatility, create_udf};
+    static UDF: std::sync::OnceLock<Arc<datafusion::logical_expr::ScalarUDF>> =
+        std::sync::OnceLock::new();
+    Arc::clone(UDF.get_or_init(|| {
+        Arc::new(create_udf(
+            "strata_like_escape",
+            vec![DataType::Utf8, DataType::Utf8],
+            DataType::Utf8,
+            Volatility::Immutable,
+            Arc::new(|args| {
+                let arrays = ColumnarValue::values_to_arrays(args)?;
+                let patterns = cast(&arrays[0], &DataType::Utf8)?;
+                let patterns = patterns.as_string::<i32>();
+                let escapes = cast(&arrays[1], &DataType::Utf8)?;
+                let escapes = escapes.as_string::<i32>();
+                let out: StringArray = (0..patterns.len())
+                    .map(|i| {
+                        (patterns.is_valid(i) && escapes.is_valid(i)).then(|| {
+                            match escapes.value(i).chars().next() {
+                                Some(esc) => rewrite_like_escape(patterns.value(i), esc),
+                                None => patterns.value(i).to_string(),
+                            }
+                        })
+                    })
+                    .collect();
+                Ok(ColumnarValue::Array(Arc::new(out)))
+            }),
+        ))
+    }))
+}
+
+#[cfg(test)]
+mod like_escape_tests {
+    use super::rewrite_like_escape;
+
+    #[test]
+    fn escapes_become_backslashes() {
+        assert_eq!(rewrite_like_escape("pg/_%", '/'), "pg\\_%");
+        assert_eq!(rewrite_like_escape("a\\b//c", '/'), "a\\\\b/c");
+        assert_eq!(rewrite_like_escape("100!%", '!'), "100\\%");
+    }
+}

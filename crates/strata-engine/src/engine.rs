@@ -191,6 +191,8 @@ impl EngineInner {
             // Delta's writers plan custom nodes (metrics observers) that need its planner.
             .with_query_planner(deltalake::delta_datafusion::planner::DeltaPlanner::new());
         let secured = access.filter(|a| !a.principal().superuser);
+        let mut rules = datafusion::optimizer::Analyzer::new().rules;
+        rules.insert(0, Arc::new(crate::compat::LikeEscapeRule));
         if let Some(access) = secured {
             // Row policies and masks are added to scans before types are coerced, so the
             // expressions they add are coerced like the user's own.
@@ -202,14 +204,13 @@ impl EngineInner {
                 access: Arc::clone(access),
                 parser: Arc::new(parser.state()),
             });
-            let mut rules = datafusion::optimizer::Analyzer::new().rules;
             let at = rules
                 .iter()
                 .position(|r| r.name() == "type_coercion")
                 .unwrap_or(rules.len());
             rules.insert(at, rule);
-            builder = builder.with_analyzer_rules(rules);
         }
+        builder = builder.with_analyzer_rules(rules);
         let state = builder.build();
         let mut ctx = SessionContext::new_with_state(state);
         // Files on the server's disk are reachable only from unsecured (local) sessions.

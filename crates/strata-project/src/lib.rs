@@ -17,6 +17,7 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod access;
 mod config;
 mod init;
 mod size;

@@ -267,11 +267,15 @@ async fn open(
     let ctx = session.context().clone();
     setup_pg_catalog(&ctx, strata_engine::CATALOG, EmptyContextProvider)
         .map_err(|e| crate::Error::Internal(format!("pg_catalog: {e}")))?;
+    ctx.register_udf(version_udf());
+    ctx.register_udf(to_regtype_udf());
+    ctx.register_udf(serial_sequence_udf());
     let hooks: Vec<Arc<dyn QueryHook>> = vec![
         Arc::new(StrataStatements {
             session: session.clone(),
             meta: Arc::clone(&shared.meta),
             principal: principal.clone(),
+            savepoints: Mutex::default(),
         }),
         Arc::new(CursorStatementHook),
         Arc::new(SetShowHook),
@@ -284,6 +288,87 @@ async fn open(
         version,
         service,
     })
+}
+
+/// `version()` as PostgreSQL words it: drivers (SQLAlchemy, JDBC) read the server's major
+/// and minor version from it.
+fn version_udf() -> strata_engine::datafusion::logical_expr::ScalarUDF {
+    use strata_engine::datafusion::arrow::datatypes::DataType;
+    use strata_engine::datafusion::common::ScalarValue;
+    use strata_engine::datafusion::logical_expr::{ColumnarValue, Volatility, create_udf};
+    let text = format!(
+        "PostgreSQL {} on {}-linux, compiled by rustc (Strata {})",
+        crate::SERVER_VERSION,
+        std::env::consts::ARCH,
+        env!("CARGO_PKG_VERSION")
+    );
+    create_udf(
+        "version",
+        vec![],
+        DataType::Utf8,
+        Volatility::Immutable,
+        Arc::new(move |_| Ok(ColumnarValue::Scalar(ScalarValue::Utf8(Some(text.clone()))))),
+    )
+}
+
+/// `pg_get_serial_sequence(table, column)`: Strata tables have no sequences, so NULL.
+fn serial_sequence_udf() -> strata_engine::datafusion::logical_expr::ScalarUDF {
+    use strata_engine::datafusion::arrow::datatypes::DataType;
+    use strata_engine::datafusion::common::ScalarValue;
+    use strata_engine::datafusion::logical_expr::{ColumnarValue, Volatility, create_udf};
+    create_udf(
+        "pg_get_serial_sequence",
+        vec![DataType::Utf8, DataType::Utf8],
+        DataType::Utf8,
+        Volatility::Immutable,
+        Arc::new(|_| Ok(ColumnarValue::Scalar(ScalarValue::Utf8(None)))),
+    )
+}
+
+/// `to_regtype(name)`: the oid of a built-in type by name, or NULL (drivers look types up
+/// this way, e.g. psycopg for `hstore`, which Strata does not have).
+fn to_regtype_udf() -> strata_engine::datafusion::logical_expr::ScalarUDF {
+    use strata_engine::datafusion::arrow::array::{Array, AsArray, Int32Array};
+    use strata_engine::datafusion::arrow::datatypes::DataType;
+    use strata_engine::datafusion::logical_expr::{ColumnarValue, Volatility, create_udf};
+    fn oid(name: &str) -> Option<i32> {
+        Some(match name.trim().to_ascii_lowercase().as_str() {
+            "bool" | "boolean" => 16,
+            "bytea" => 17,
+            "int8" | "bigint" => 20,
+            "int2" | "smallint" => 21,
+            "int4" | "integer" | "int" => 23,
+            "text" => 25,
+            "oid" => 26,
+            "json" => 114,
+            "float4" | "real" => 700,
+            "float8" | "double precision" => 701,
+            "varchar" | "character varying" => 1043,
+            "date" => 1082,
+            "time" | "time without time zone" => 1083,
+            "timestamp" | "timestamp without time zone" => 1114,
+            "timestamptz" | "timestamp with time zone" => 1184,
+            "interval" => 1186,
+            "numeric" | "decimal" => 1700,
+            "uuid" => 2950,
+            "jsonb" => 3802,
+            _ => return None,
+        })
+    }
+    create_udf(
+        "to_regtype",
+        vec![DataType::Utf8],
+        DataType::Int32,
+        Volatility::Immutable,
+        Arc::new(|args| {
+            let arrays = ColumnarValue::values_to_arrays(args)?;
+            let names = arrays[0].as_string::<i32>();
+            let out: Int32Array = (0..names.len())
+                .map(|i| names.is_valid(i).then(|| oid(names.value(i))).flatten())
+                .collect();
+            Ok(ColumnarValue::Array(Arc::new(out)))
+        }),
+    )
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -446,6 +531,20 @@ struct StrataStatements {
     session: Session,
     meta: Arc<strata_meta::MetaStore>,
     principal: Principal,
+    /// Statements that changed something, and the savepoints set (with that count then).
+    savepoints: Mutex<(u64, Vec<(String, u64)>)>,
+}
+
+fn is_savepoint(stmt: &Statement) -> bool {
+    matches!(
+        stmt,
+        Statement::Savepoint { .. }
+            | Statement::ReleaseSavepoint { .. }
+            | Statement::Rollback {
+                savepoint: Some(_),
+                ..
+            }
+    )
 }
 
 /// Whether DataFusion's own planning may answer `stmt` (reads, settings, transactions,
@@ -478,7 +577,55 @@ fn read_only(stmt: &Statement) -> bool {
 }
 
 impl StrataStatements {
+    /// `SAVEPOINT`, `RELEASE SAVEPOINT` and `ROLLBACK TO SAVEPOINT`, which drivers send around
+    /// their own catalog queries. Strata commits each statement, so rolling back to a
+    /// savepoint succeeds only when nothing was changed since it was set.
+    fn savepoint(&self, stmt: &Statement) -> Option<PgWireResult<Response>> {
+        let mut state = self.savepoints.lock().unwrap_or_else(|e| e.into_inner());
+        let (writes, stack) = &mut *state;
+        match stmt {
+            Statement::Savepoint { name } => {
+                stack.push((name.value.clone(), *writes));
+                Some(Ok(Response::Execution(Tag::new("SAVEPOINT"))))
+            }
+            Statement::ReleaseSavepoint { name } => {
+                let Some(at) = stack.iter().rposition(|(n, _)| *n == name.value) else {
+                    return Some(Err(error(
+                        "3B001",
+                        format!("savepoint \"{}\" does not exist", name.value),
+                    )));
+                };
+                stack.truncate(at);
+                Some(Ok(Response::Execution(Tag::new("RELEASE"))))
+            }
+            Statement::Rollback {
+                savepoint: Some(name),
+                ..
+            } => {
+                let Some(at) = stack.iter().rposition(|(n, _)| *n == name.value) else {
+                    return Some(Err(error(
+                        "3B001",
+                        format!("savepoint \"{}\" does not exist", name.value),
+                    )));
+                };
+                if stack[at].1 != *writes {
+                    return Some(Err(error(
+                        "0A000",
+                        "cannot roll back to the savepoint: Strata committed the changes made since it (each statement commits on its own)",
+                    )));
+                }
+                stack.truncate(at + 1);
+                Some(Ok(Response::Execution(Tag::new("ROLLBACK"))))
+            }
+            _ => None,
+        }
+    }
+
     async fn run(&self, stmt: &Statement) -> PgWireResult<Response> {
+        {
+            let mut state = self.savepoints.lock().unwrap_or_else(|e| e.into_inner());
+            state.0 += 1;
+        }
         if let Some(access) = crate::access_sql::classify(stmt, &self.principal.name) {
             let access = access.map_err(|m| error("0A000", m))?;
             return match crate::access_sql::apply(&self.meta, &self.principal, access).await {
@@ -523,6 +670,9 @@ impl QueryHook for StrataStatements {
         _ctx: &SessionContext,
         _client: &mut dyn HookClient,
     ) -> Option<PgWireResult<Response>> {
+        if let Some(answer) = self.savepoint(statement) {
+            return Some(answer);
+        }
         if read_only(statement) {
             return None;
         }
@@ -535,7 +685,7 @@ impl QueryHook for StrataStatements {
         _ctx: &SessionContext,
         _client: &(dyn ClientInfo + Send + Sync),
     ) -> Option<PgWireResult<LogicalPlan>> {
-        if read_only(statement) {
+        if read_only(statement) && !is_savepoint(statement) {
             return None;
         }
         // Planned when executed, by the session; nothing to describe.
@@ -553,6 +703,9 @@ impl QueryHook for StrataStatements {
         _ctx: &SessionContext,
         _client: &mut dyn HookClient,
     ) -> Option<PgWireResult<Response>> {
+        if let Some(answer) = self.savepoint(statement) {
+            return Some(answer);
+        }
         if read_only(statement) {
             return None;
         }

@@ -1,6 +1,7 @@
 //! `strata`: the command-line front of the whole platform.
 
 mod access_cmd;
+mod access_file;
 mod demo;
 mod lineage_cmd;
 mod models_checks;
@@ -358,6 +359,12 @@ Examples:
     Policies {
         #[command(subcommand)]
         command: access_cmd::PoliciesCommand,
+    },
+    /// Access as code: `access.yml` (roles, grants, row policies, masks) planned against and
+    /// applied to the metadata store, or exported from it.
+    Access {
+        #[command(subcommand)]
+        command: access_file::AccessCommand,
     },
     /// Create and load a ready e-commerce project, build its dbt models, then print a short
     /// report.
@@ -820,6 +827,10 @@ async fn run(cli: Cli, redactor: strata_types::Redactor) -> Result<()> {
         Command::Policies { command } => {
             let ctx = Ctx::load(&cli, &redactor).await?;
             access_cmd::policies(ctx.meta()?, command.clone(), ctx.json).await
+        }
+        Command::Access { command } => {
+            let ctx = Ctx::load(&cli, &redactor).await?;
+            access_file::run(ctx.meta()?, &ctx.project.root, command.clone(), ctx.json).await
         }
         Command::Demo {
             dir,

@@ -1,7 +1,9 @@
 //! End-to-end tests of the `strata` binary: a real process, a real project directory, a
 //! real lake on disk.
 
+mod access_as_code;
 mod authz_matrix;
+mod clients;
 mod crash;
 mod dbt_compat;
 mod demo;
