@@ -80,6 +80,11 @@ PG_TYPES = {
 
 def setup_postgres(pg_url, orders):
     table = pq.read_table(orders)
+    # View types (string_view) are not writable as CSV: plain strings for the copy.
+    table = table.cast(pa.schema([
+        pa.field(f.name, pa.string() if pa.types.is_string_view(f.type) else f.type)
+        for f in table.schema
+    ]))
     with psycopg.connect(pg_url, autocommit=True) as conn:
         have = conn.execute(
             "SELECT count(*) FROM information_schema.tables "
@@ -133,17 +138,23 @@ def best_of(runs, fn):
 
 def lookups(clients, seconds, connect, query, keys):
     """Point lookups from `clients` threads, each with its own connection, for `seconds`."""
-    stop = time.perf_counter() + seconds
     lat, lock, errors = [], threading.Lock(), []
+    # The clock starts once every client is connected (logins are not lookups).
+    ready = threading.Barrier(clients)
 
     def worker(i):
         rnd = random.Random(i)
         mine = []
+        conn, failed = None, False
         try:
             conn = connect()
         except Exception as e:  # noqa: BLE001 - reported, not raised
             errors.append(str(e))
+            failed = True
+        ready.wait()
+        if failed:
             return
+        stop = time.perf_counter() + seconds
         while time.perf_counter() < stop:
             k = rnd.choice(keys)
             t0 = time.perf_counter()
