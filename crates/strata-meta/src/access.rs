@@ -33,7 +33,9 @@ use crate::{Error, MetaStore, Result};
 pub struct NewUser {
     /// The login name; not empty and not `*`.
     pub name: String,
-    /// An argon2 PHC string made by the caller; `None` for a user who logs in by token only.
+    /// The password's verifiers made by the caller (Strata's servers store an argon2 PHC
+    /// string, a space and a SCRAM-SHA-256 verifier); `None` for a user who logs in by token
+    /// only.
     pub password_hash: Option<String>,
     /// Attributes row policies can refer to, e.g. `region` → `EU`.
     pub attributes: BTreeMap<String, String>,
@@ -273,6 +275,10 @@ pub struct NewToken {
     pub token_hash: String,
     /// When the token stops working; `None` for never.
     pub expires_at: Option<DateTime<Utc>>,
+    /// The token's SCRAM-SHA-256 verifier in PostgreSQL's format, made with its user's
+    /// SCRAM salt, so the Postgres surface can log the token in by SCRAM; `None` if the user
+    /// has no SCRAM verifier.
+    pub scram_verifier: Option<String>,
 }
 
 /// An API token as stored, without its hash.
@@ -1019,6 +1025,7 @@ impl MetaStore {
                 .bind(&hash)
                 .bind(now)
                 .bind(expires_at)
+                .bind(&token.scram_verifier)
                 .execute(&mut *tx)
                 .await
                 .map_err(|e| {
@@ -1047,6 +1054,35 @@ impl MetaStore {
                 .as_ref()
                 .map(token_from_row)
                 .transpose()
+        })
+    }
+
+    /// The SCRAM verifiers of `user`'s tokens that are valid at `at` (not revoked, not
+    /// expired), with the token ids.
+    pub async fn token_scram_verifiers(
+        &self,
+        user: &str,
+        at: DateTime<Utc>,
+    ) -> Result<Vec<(TokenId, String)>> {
+        let op = "token_scram_verifiers";
+        on_backend!(self, |pool, sql| {
+            let rows = sqlx::query(sql.token_verifiers)
+                .bind(user)
+                .fetch_all(pool)
+                .await
+                .map_err(Error::query(op))?;
+            let table = "api_tokens";
+            let mut out = Vec::new();
+            for row in &rows {
+                let expires_at: Option<DateTime<Utc>> = col(row, table, "expires_at")?;
+                let revoked_at: Option<DateTime<Utc>> = col(row, table, "revoked_at")?;
+                if revoked_at.is_some() || expires_at.is_some_and(|e| e <= at) {
+                    continue;
+                }
+                let id: String = col(row, table, "id")?;
+                out.push((parse(id, table, "id")?, col(row, table, "scram_verifier")?));
+            }
+            Ok(out)
         })
     }
 

@@ -25,11 +25,11 @@ macro_rules! embed {
 
 const SQLITE_FILES: Files = embed!(
     "sqlite": "0001_runs.sql", "0002_kv.sql", "0003_schema_changes.sql", "0004_run_bytes.sql", "0005_node_results.sql",
-    "0006_column_lineage.sql", "0007_access.sql"
+    "0006_column_lineage.sql", "0007_access.sql", "0008_token_scram.sql"
 );
 const POSTGRES_FILES: Files = embed!(
     "postgres": "0001_runs.sql", "0002_kv.sql", "0003_schema_changes.sql", "0004_run_bytes.sql", "0005_node_results.sql",
-    "0006_column_lineage.sql", "0007_access.sql"
+    "0006_column_lineage.sql", "0007_access.sql", "0008_token_scram.sql"
 );
 
 pub(crate) static SQLITE: LazyLock<Migrator> = LazyLock::new(|| migrator(SQLITE_FILES));

@@ -87,6 +87,8 @@ pub(crate) struct Statements {
     pub(crate) token_by_hash: &'static str,
     /// `$1` user or NULL.
     pub(crate) list_tokens: &'static str,
+    /// Id, SCRAM verifier, expiry and revocation of the tokens of user `$1` that have one.
+    pub(crate) token_verifiers: &'static str,
     /// Sets `revoked_at` of token `$1` to `$2` unless it is revoked already.
     pub(crate) revoke_token: &'static str,
     pub(crate) touch_token: &'static str,
@@ -239,12 +241,14 @@ macro_rules! statements {
             list_column_masks: "SELECT table_name, column_name, mask, exempt \
                  FROM column_masks ORDER BY table_name, column_name",
             insert_token: "INSERT INTO api_tokens (id, user_name, name, token_hash, created_at, \
-                 expires_at) VALUES ($1, $2, $3, $4, $5, $6)",
+                 expires_at, scram_verifier) VALUES ($1, $2, $3, $4, $5, $6, $7)",
             token_by_hash: concat!(token_columns!(), " WHERE token_hash = $1"),
             list_tokens: concat!(
                 token_columns!(),
                 " WHERE ($1 IS NULL OR user_name = $1) ORDER BY user_name, created_at, id"
             ),
+            token_verifiers: "SELECT id, scram_verifier, expires_at, revoked_at FROM api_tokens \
+                 WHERE user_name = $1 AND scram_verifier IS NOT NULL ORDER BY created_at, id",
             revoke_token: "UPDATE api_tokens SET revoked_at = $2 \
                  WHERE id = $1 AND revoked_at IS NULL",
             touch_token: "UPDATE api_tokens SET last_used_at = $2 WHERE id = $1",

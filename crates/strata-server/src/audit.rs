@@ -119,6 +119,24 @@ pub fn entry(
     }
 }
 
+/// The entry for a failed login of `user` through `surface` from `from` (an address, or
+/// empty), with `why` when there is more to say than a wrong secret.
+pub fn login_refused(user: &str, surface: &str, from: &str, why: Option<&str>) -> AuditEntry {
+    let mut error = format!("authentication failed from {from}");
+    if let Some(why) = why {
+        error.push_str(": ");
+        error.push_str(why);
+    }
+    entry(
+        user,
+        surface,
+        "login",
+        AuditOutcome::Denied,
+        Some(error),
+        Duration::ZERO,
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

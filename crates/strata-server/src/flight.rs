@@ -158,16 +158,11 @@ impl StrataFlight {
     }
 
     fn refused(&self, user: &str, peer: Option<SocketAddr>) -> Status {
-        self.shared.audit.record(crate::audit::entry(
+        self.shared.audit.record(crate::audit::login_refused(
             user,
             SURFACE,
-            "login",
-            AuditOutcome::Denied,
-            Some(format!(
-                "authentication failed from {}",
-                peer.map(|p| p.ip().to_string()).unwrap_or_default()
-            )),
-            Duration::ZERO,
+            &peer.map(|p| p.ip().to_string()).unwrap_or_default(),
+            None,
         ));
         Status::unauthenticated("invalid credentials")
     }

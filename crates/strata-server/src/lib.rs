@@ -25,6 +25,7 @@ mod flight;
 mod pg;
 pub mod policy;
 pub mod rest;
+pub mod scram;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -15,7 +15,7 @@
 use std::fmt::Debug;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use async_trait::async_trait;
 use datafusion_postgres::datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider;
@@ -42,6 +42,9 @@ use pgwire::api::{
 };
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::startup::Authentication;
+
+use crate::auth::ScramPlan;
+use crate::scram;
 use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 use strata_engine::datafusion::common::ParamValues;
 use strata_engine::datafusion::logical_expr::{EmptyRelation, LogicalPlan};
@@ -106,6 +109,7 @@ pub(crate) async fn serve(
                 slot: Arc::clone(&slot),
                 shared: Arc::clone(&shared),
                 peer,
+                scram: Mutex::default(),
             }),
             query: Arc::new(ConnQuery {
                 slot,
@@ -159,6 +163,35 @@ struct Login {
     slot: Slot,
     shared: Arc<Shared>,
     peer: SocketAddr,
+    /// Where a SCRAM-SHA-256 exchange is; `None` when the password itself was asked for.
+    scram: Mutex<Option<ScramState>>,
+}
+
+enum ScramState {
+    /// `AuthenticationSASL` sent; the client's first message is next.
+    Offered(ScramPlan),
+    /// `AuthenticationSASLContinue` sent; the client's proof is next.
+    Continued(ScramPlan, scram::Exchange),
+}
+
+impl Login {
+    /// Records a failed login and gives the client PostgreSQL's answer, which names no reason.
+    fn refused(&self, user: &str, why: &str) -> PgWireError {
+        self.shared.audit.record(crate::audit::login_refused(
+            user,
+            SURFACE,
+            &self.peer.ip().to_string(),
+            Some(why),
+        ));
+        fatal(
+            "28P01",
+            format!("password authentication failed for user \"{user}\""),
+        )
+    }
+
+    fn scram_state(&self) -> std::sync::MutexGuard<'_, Option<ScramState>> {
+        self.scram.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 fn fatal(code: &str, message: impl Into<String>) -> PgWireError {
@@ -202,34 +235,94 @@ impl StartupHandler for Login {
                     ));
                 }
                 client.set_state(PgWireConnectionState::AuthenticationInProgress);
-                client
-                    .send(PgWireBackendMessage::Authentication(
-                        Authentication::CleartextPassword,
-                    ))
-                    .await?;
-            }
-            PgWireFrontendMessage::PasswordMessageFamily(pwd) => {
-                let password = pwd.into_password()?.password;
+                // Over TLS the password (or token) itself is asked for; in the clear, SCRAM
+                // keeps it off the wire when the user has SCRAM verifiers.
                 let user = client
                     .metadata()
                     .get(METADATA_USER)
                     .cloned()
                     .ok_or(PgWireError::UserNameRequired)?;
-                let (principal, credential) = match self.shared.auth.login(&user, &password).await {
+                let plan = if client.is_secure() {
+                    None
+                } else {
+                    self.shared
+                        .auth
+                        .scram_plan(&user)
+                        .await
+                        .map_err(|e| fatal("XX000", e.to_string()))?
+                };
+                let request = match plan {
+                    Some(plan) => {
+                        *self.scram_state() = Some(ScramState::Offered(plan));
+                        Authentication::SASL(vec![scram::MECHANISM.to_string()])
+                    }
+                    None => Authentication::CleartextPassword,
+                };
+                client
+                    .send(PgWireBackendMessage::Authentication(request))
+                    .await?;
+            }
+            PgWireFrontendMessage::PasswordMessageFamily(pwd) => {
+                let user = client
+                    .metadata()
+                    .get(METADATA_USER)
+                    .cloned()
+                    .ok_or(PgWireError::UserNameRequired)?;
+                let state = self.scram_state().take();
+                let login = match state {
+                    None => {
+                        let password = pwd.into_password()?.password;
+                        self.shared.auth.login(&user, &password).await
+                    }
+                    Some(ScramState::Offered(plan)) => {
+                        let first = pwd.into_sasl_initial_response()?;
+                        if first.auth_method != scram::MECHANISM {
+                            return Err(fatal(
+                                "28000",
+                                format!(
+                                    "SASL mechanism {:?} is not supported; use {}",
+                                    first.auth_method,
+                                    scram::MECHANISM
+                                ),
+                            ));
+                        }
+                        let data = first.data.unwrap_or_default();
+                        let exchange = scram::Exchange::start(&data, &plan.salt, plan.iterations)
+                            .map_err(|e| match e {
+                            scram::ScramError::ChannelBinding => fatal("28000", e.to_string()),
+                            other => self.refused(&user, &other.to_string()),
+                        })?;
+                        let server_first = exchange.server_first().as_bytes().to_vec();
+                        *self.scram_state() = Some(ScramState::Continued(plan, exchange));
+                        client
+                            .send(PgWireBackendMessage::Authentication(
+                                Authentication::SASLContinue(server_first.into()),
+                            ))
+                            .await?;
+                        return Ok(());
+                    }
+                    Some(ScramState::Continued(plan, exchange)) => {
+                        let last = pwd.into_sasl_response()?;
+                        let verifiers: Vec<&scram::Verifier> =
+                            plan.candidates.iter().map(|(v, _)| v).collect();
+                        match exchange.finish(&last.data, &verifiers) {
+                            Ok((which, server_final)) => {
+                                client
+                                    .send(PgWireBackendMessage::Authentication(
+                                        Authentication::SASLFinal(server_final.into_bytes().into()),
+                                    ))
+                                    .await?;
+                                let credential = plan.candidates[which].1.clone();
+                                self.shared.auth.scram_login(&user, credential).await
+                            }
+                            Err(e) => return Err(self.refused(&user, &e.to_string())),
+                        }
+                    }
+                };
+                let (principal, credential) = match login {
                     Ok(ok) => ok,
                     Err(crate::Error::AuthFailed(_)) => {
-                        self.shared.audit.record(crate::audit::entry(
-                            &user,
-                            SURFACE,
-                            "login",
-                            AuditOutcome::Denied,
-                            Some(format!("authentication failed from {}", self.peer.ip())),
-                            Duration::ZERO,
-                        ));
-                        return Err(fatal(
-                            "28P01",
-                            format!("password authentication failed for user \"{user}\""),
-                        ));
+                        return Err(self.refused(&user, "wrong password or token"));
                     }
                     Err(e) => return Err(fatal("XX000", e.to_string())),
                 };

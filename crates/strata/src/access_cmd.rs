@@ -495,7 +495,13 @@ async fn users_with(
         } => {
             let password = read_password(password_stdin, password_env.as_deref(), input)?
                 .context("give the new password with --password-stdin or --password-env VAR")?;
-            let hashed = hash(password).await?;
+            // The SCRAM salt stays, so the user's tokens keep logging in by SCRAM.
+            let previous = meta.user(&name).await?.and_then(|u| u.password_hash);
+            let hashed = tokio::task::spawn_blocking(move || {
+                strata_server::auth::hash_password_keeping(&password, previous.as_deref())
+            })
+            .await
+            .context("hashing the password")??;
             meta.set_password(&name, Some(hashed))
                 .await
                 .map_err(|e| hint(e, "see `strata users list`"))?;
@@ -817,12 +823,16 @@ async fn issue_token(
         None => None,
     };
     let (secret, token_hash) = strata_server::auth::new_token()?;
+    let password_hash = meta.user(user).await?.and_then(|u| u.password_hash);
+    let scram_verifier =
+        strata_server::auth::token_scram_verifier(&secret, password_hash.as_deref());
     let id = meta
         .create_token(&NewToken {
             user: user.to_string(),
             name: name.unwrap_or_default(),
             token_hash,
             expires_at,
+            scram_verifier,
         })
         .await
         .map_err(|e| {

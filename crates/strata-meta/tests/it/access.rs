@@ -48,6 +48,7 @@ fn new_token(user: &str, name: &str, hash: &str) -> NewToken {
         name: name.into(),
         token_hash: hash.into(),
         expires_at: None,
+        scram_verifier: None,
     }
 }
 

@@ -40,7 +40,7 @@ async fn migrations_apply_once_across_connects(db: &TestDb) {
     assert_eq!(
         db.count("SELECT COUNT(*) FROM _sqlx_migrations WHERE success")
             .await,
-        7,
+        8,
         "each migration recorded once"
     );
 }

@@ -303,13 +303,11 @@ pub(crate) async fn authenticate(
         .map_err(|_| ApiError::unauthorized("the Authorization header is not text"))?;
     let shared = &state.shared;
     let refused = |user: &str| {
-        shared.audit.record(crate::audit::entry(
+        shared.audit.record(crate::audit::login_refused(
             user,
             SURFACE,
-            "login",
-            AuditOutcome::Denied,
-            Some(format!("authentication failed from {}", peer.ip())),
-            Duration::ZERO,
+            &peer.ip().to_string(),
+            None,
         ));
         ApiError::unauthorized("invalid credentials")
     };

@@ -455,6 +455,93 @@ else:
     assert!(err.contains("password authentication failed"), "{err}");
 }
 
+/// In the clear, the Postgres surface logs users in by SCRAM-SHA-256: passwords and API
+/// tokens both pass without travelling, a client that insists on a cleartext password is
+/// refused, and a password change keeps the user's tokens working. `require_auth` makes
+/// libpq (16+, as psycopg ships it) refuse any other method, so the test sees which one ran.
+#[test]
+fn scram_sha_256_logs_in_passwords_and_tokens_without_sending_them() {
+    let (_tmp, dir) = setup();
+    let created: serde_json::Value = serde_json::from_str(&ok(
+        &dir,
+        &["--json", "tokens", "create", "alice", "--name", "laptop"],
+    ))
+    .unwrap();
+    let token = created["token"].as_str().unwrap().to_string();
+    let s = serve(&dir);
+    let script = r#"
+import os, psycopg
+def attempt(secret, method):
+    try:
+        with psycopg.connect(host="127.0.0.1", port=int(os.environ["PORT"]), user="alice",
+                             password=secret, dbname="strata", require_auth=method,
+                             connect_timeout=10) as conn:
+            return "ok " + str(conn.execute("SELECT count(*) FROM marts.orders").fetchone()[0])
+    except psycopg.OperationalError as e:
+        text = str(e)
+        if "password authentication failed" in text:
+            return "refused"
+        if "require_auth" in text or "server requested" in text:
+            return "method refused by client"
+        return "other: " + text
+print("password", attempt(os.environ["PASSWORD"], "scram-sha-256"))
+print("token", attempt(os.environ["TOKEN"], "scram-sha-256"))
+print("wrong", attempt("not the password", "scram-sha-256"))
+print("cleartext", attempt(os.environ["PASSWORD"], "password"))
+"#;
+    let port = s.port.to_string();
+    let out = psycopg(
+        script,
+        &[("PORT", &port), ("PASSWORD", PASSWORD), ("TOKEN", &token)],
+    );
+    assert_eq!(
+        out.trim(),
+        "password ok 2\ntoken ok 2\nwrong refused\ncleartext method refused by client",
+        "{out}"
+    );
+    // psql (whatever its libpq) logs in the same way.
+    assert_eq!(
+        psql_ok(
+            s.port,
+            "alice",
+            PASSWORD,
+            "SELECT count(*) FROM marts.orders"
+        )
+        .trim(),
+        "2"
+    );
+
+    // A new password: the old one stops working, the new one and the token work.
+    ok_env(
+        &dir,
+        &["users", "passwd", "alice", "--password-env", "PW"],
+        &[("PW", "a brand new passphrase")],
+    );
+    let out = psycopg(
+        r#"
+import os, psycopg
+for label, secret in [("old", os.environ["PASSWORD"]), ("new", "a brand new passphrase"),
+                      ("token", os.environ["TOKEN"])]:
+    try:
+        psycopg.connect(host="127.0.0.1", port=int(os.environ["PORT"]), user="alice",
+                        password=secret, dbname="strata", require_auth="scram-sha-256",
+                        connect_timeout=10).close()
+        print(label, "ok")
+    except psycopg.OperationalError as e:
+        print(label, "refused" if "password authentication failed" in str(e) else e)
+"#,
+        &[("PORT", &port), ("PASSWORD", PASSWORD), ("TOKEN", &token)],
+    );
+    assert_eq!(out.trim(), "old refused\nnew ok\ntoken ok", "{out}");
+
+    // Unknown users get the same SCRAM challenge and the same answer.
+    let err = psql_err(s.port, "nobody", PASSWORD, "SELECT 1");
+    assert!(
+        err.contains("password authentication failed for user \"nobody\""),
+        "{err}"
+    );
+}
+
 #[test]
 fn superusers_manage_roles_users_and_grants_in_sql() {
     let (_tmp, dir) = setup();
