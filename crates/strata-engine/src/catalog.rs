@@ -2,12 +2,14 @@
 //! are tables.
 //!
 //! Tables are opened at their latest version each time a statement is planned, so commits
-//! made by other processes are visible to the next statement without a restart. The
+//! made by other processes are visible to the next statement without a restart. Opening is
+//! one listing of the table's log: while no commit landed, the provider opened before (its
+//! snapshot replayed from the log once) is used again ([`OpenTables`]). The
 //! synchronous name listings DataFusion needs (for `information_schema`, `SHOW TABLES`)
 //! come from a cache refreshed when a session opens and after each DDL statement.
 
-use std::collections::BTreeMap;
-use std::sync::{Arc, RwLock, Weak};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, RwLock, Weak};
 
 use async_trait::async_trait;
 use datafusion::catalog::{CatalogProvider, SchemaProvider, TableProvider};
@@ -30,6 +32,35 @@ pub(crate) struct LakeCatalog {
     engine: Weak<EngineInner>,
     /// namespace → (tables, views)
     names: RwLock<BTreeMap<String, NamespaceNames>>,
+    open: Arc<OpenTables>,
+}
+
+/// Providers of the tables statements read, each with the version it was opened at.
+#[derive(Debug, Default)]
+struct OpenTables(Mutex<HashMap<TableName, OpenTable>>);
+
+/// A table's provider and the version it reads.
+type OpenTable = (u64, Arc<dyn TableProvider>);
+
+/// More open tables than this and the cache starts over (a snapshot holds a table's file
+/// list in memory).
+const MAX_OPEN_TABLES: usize = 256;
+
+impl OpenTables {
+    fn get(&self, t: &TableName, version: u64) -> Option<Arc<dyn TableProvider>> {
+        let open = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        open.get(t)
+            .filter(|(v, _)| *v == version)
+            .map(|(_, p)| Arc::clone(p))
+    }
+
+    fn put(&self, t: TableName, version: u64, provider: Arc<dyn TableProvider>) {
+        let mut open = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if open.len() >= MAX_OPEN_TABLES && !open.contains_key(&t) {
+            open.clear();
+        }
+        open.insert(t, (version, provider));
+    }
 }
 
 impl LakeCatalog {
@@ -38,6 +69,7 @@ impl LakeCatalog {
             lake,
             engine,
             names: RwLock::new(BTreeMap::new()),
+            open: Arc::default(),
         }
     }
 
@@ -84,6 +116,7 @@ impl CatalogProvider for LakeCatalog {
             engine: Weak::clone(&self.engine),
             tables: cached.0,
             views: cached.1,
+            open: Arc::clone(&self.open),
         }))
     }
 }
@@ -95,6 +128,7 @@ struct LakeSchema {
     engine: Weak<EngineInner>,
     tables: Vec<String>,
     views: Vec<String>,
+    open: Arc<OpenTables>,
 }
 
 #[async_trait]
@@ -109,12 +143,21 @@ impl SchemaProvider for LakeSchema {
         let Ok(t) = TableName::new(&self.namespace, name) else {
             return Ok(None);
         };
-        if self.lake.table_exists(&t).await.map_err(lake_err)? {
+        let latest = self.lake.latest_version(&t).await.map_err(lake_err)?;
+        if let Some(provider) = latest.and_then(|v| self.open.get(&t, v)) {
+            if let Some(v) = latest {
+                crate::views::record_table(&t, v);
+            }
+            return Ok(Some(provider));
+        }
+        if latest.is_some() || self.lake.table_exists(&t).await.map_err(lake_err)? {
             let table = self.lake.open_table(&t).await.map_err(lake_err)?;
+            let provider = crate::provider::delta_provider(&table).await?;
             if let Some(version) = table.version() {
                 crate::views::record_table(&t, version);
+                self.open.put(t, version, Arc::clone(&provider));
             }
-            return Ok(Some(crate::provider::delta_provider(&table).await?));
+            return Ok(Some(provider));
         }
         if let Some(view) = self.lake.view(&t).await.map_err(lake_err)? {
             let Some(engine) = self.engine.upgrade() else {
