@@ -788,22 +788,20 @@ impl PolicyRule {
                 )));
             }
             MaskKind::Hash => format!("encode(sha256({c}), 'hex')"),
-            MaskKind::Email => format!(
-                "CASE WHEN strpos({c}, '@') > 1 THEN concat(left({c}, 1), '***', substr({c}, strpos({c}, '@'))) \
-                 WHEN {c} IS NULL THEN NULL ELSE '****' END"
-            ),
+            MaskKind::Email => {
+                let column = self.parse(&c, schema)?;
+                return Ok(crate::mask_fn::TextMask::Email.udf().call(vec![column]));
+            }
             MaskKind::Partial {
                 keep_start,
                 keep_end,
             } => {
-                let (s, e) = (keep_start, keep_end);
-                format!(
-                    "CASE WHEN character_length({c}) <= {s} + {e} \
-                       THEN regexp_replace({c}, '[0-9A-Za-z]', '*', 'g') \
-                     ELSE concat(left({c}, {s}), \
-                       regexp_replace(substr({c}, {s} + 1, character_length({c}) - {s} - {e}), '[0-9A-Za-z]', '*', 'g'), \
-                       right({c}, {e})) END"
-                )
+                let column = self.parse(&c, schema)?;
+                let mask = crate::mask_fn::TextMask::Partial {
+                    keep_start: *keep_start,
+                    keep_end: *keep_end,
+                };
+                return Ok(mask.udf().call(vec![column]));
             }
             MaskKind::Expr(sql) => sql.clone(),
         };

@@ -34,6 +34,7 @@ mod dml;
 mod engine;
 mod error;
 pub mod lineage;
+mod mask_fn;
 mod provider;
 mod time_travel;
 mod views;

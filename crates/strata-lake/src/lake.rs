@@ -1137,6 +1137,41 @@ impl Lake {
         })
     }
 
+    /// Rewrites the table's files with rows ordered by the Z-order curve of `columns` (by
+    /// `columns` themselves when there is one), so file statistics and Parquet page indexes
+    /// narrow lookups and range filters on them to a few pages.
+    pub async fn zorder(&self, t: &TableName, columns: &[String]) -> Result<OptimizeReport> {
+        if columns.is_empty() {
+            return Err(Error::Invalid(format!(
+                "Z-ordering `{t}` needs at least one column"
+            )));
+        }
+        let table = self.open_table(t).await?;
+        if let Ok(snapshot) = table.snapshot() {
+            let schema = snapshot.schema();
+            for c in columns {
+                if schema.field(c).is_none() {
+                    let names: Vec<&str> = schema.fields().map(|f| f.name().as_str()).collect();
+                    return Err(Error::Invalid(format!(
+                        "`{t}` has no column `{c}`; its columns are {}",
+                        names.join(", ")
+                    )));
+                }
+            }
+        }
+        let (_, m) = table
+            .optimize()
+            .with_type(deltalake::operations::optimize::OptimizeType::ZOrder(
+                columns.to_vec(),
+            ))
+            .await
+            .map_err(|e| map_write_error(t, e))?;
+        Ok(OptimizeReport {
+            files_added: m.num_files_added,
+            files_removed: m.num_files_removed,
+        })
+    }
+
     /// Deletes data files no longer referenced by versions younger than `retention`.
     ///
     /// The table's `delta.deletedFileRetentionDuration` (7 days by default) is the minimum

@@ -46,6 +46,7 @@ use pgwire::messages::startup::Authentication;
 use crate::auth::ScramPlan;
 use crate::scram;
 use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
+use strata_engine::datafusion::arrow::datatypes::DataType;
 use strata_engine::datafusion::common::ParamValues;
 use strata_engine::datafusion::logical_expr::{EmptyRelation, LogicalPlan};
 use strata_engine::datafusion::prelude::SessionContext;
@@ -363,6 +364,10 @@ async fn open(
     ctx.register_udf(version_udf());
     ctx.register_udf(to_regtype_udf());
     ctx.register_udf(serial_sequence_udf());
+    ctx.register_udf(no_description_udf("col_description", DataType::Int32));
+    ctx.register_udf(no_description_udf("obj_description", DataType::Utf8));
+    ctx.register_udf(table_size_udf());
+    ctx.register_udf(size_pretty_udf());
     let hooks: Vec<Arc<dyn QueryHook>> = vec![
         Arc::new(StrataStatements {
             session: session.clone(),
@@ -386,7 +391,6 @@ async fn open(
 /// `version()` as PostgreSQL words it: drivers (SQLAlchemy, JDBC) read the server's major
 /// and minor version from it.
 fn version_udf() -> strata_engine::datafusion::logical_expr::ScalarUDF {
-    use strata_engine::datafusion::arrow::datatypes::DataType;
     use strata_engine::datafusion::common::ScalarValue;
     use strata_engine::datafusion::logical_expr::{ColumnarValue, Volatility, create_udf};
     let text = format!(
@@ -404,9 +408,112 @@ fn version_udf() -> strata_engine::datafusion::logical_expr::ScalarUDF {
     )
 }
 
+/// `col_description(oid, column)` / `obj_description(oid, catalog)`: NULL, as for objects
+/// without a `COMMENT` (psql's `\d+` and `\dt+` show the Description column empty).
+fn no_description_udf(
+    name: &str,
+    second: DataType,
+) -> strata_engine::datafusion::logical_expr::ScalarUDF {
+    use strata_engine::datafusion::common::ScalarValue;
+    use strata_engine::datafusion::logical_expr::{ColumnarValue, Volatility, create_udf};
+    create_udf(
+        name,
+        vec![DataType::Int64, second],
+        DataType::Utf8,
+        Volatility::Stable,
+        Arc::new(|_| Ok(ColumnarValue::Scalar(ScalarValue::Utf8(None)))),
+    )
+}
+
+/// `pg_table_size(oid)`: NULL (unknown), since `pg_class` oids are not mapped back to lake
+/// tables here; `strata tables` shows table sizes.
+fn table_size_udf() -> strata_engine::datafusion::logical_expr::ScalarUDF {
+    use strata_engine::datafusion::common::ScalarValue;
+    use strata_engine::datafusion::logical_expr::{ColumnarValue, Volatility, create_udf};
+    create_udf(
+        "pg_table_size",
+        vec![DataType::Int64],
+        DataType::Int64,
+        Volatility::Stable,
+        Arc::new(|_| Ok(ColumnarValue::Scalar(ScalarValue::Int64(None)))),
+    )
+}
+
+/// `pg_size_pretty(bigint)`, as PostgreSQL formats sizes: bytes below 10 kB, then kB, MB,
+/// GB, TB, PB, each rounded half away from zero.
+fn size_pretty_udf() -> strata_engine::datafusion::logical_expr::ScalarUDF {
+    use strata_engine::datafusion::arrow::array::{AsArray, StringArray};
+    use strata_engine::datafusion::arrow::datatypes::Int64Type;
+    use strata_engine::datafusion::logical_expr::{ColumnarValue, Volatility, create_udf};
+    create_udf(
+        "pg_size_pretty",
+        vec![DataType::Int64],
+        DataType::Utf8,
+        Volatility::Immutable,
+        Arc::new(|args: &[ColumnarValue]| {
+            let sizes = ColumnarValue::values_to_arrays(args)?;
+            let out: StringArray = sizes[0]
+                .as_primitive::<Int64Type>()
+                .iter()
+                .map(|v| v.map(size_pretty))
+                .collect();
+            Ok(ColumnarValue::Array(Arc::new(out)))
+        }),
+    )
+}
+
+/// PostgreSQL's `pg_size_pretty` for one value.
+fn size_pretty(size: i64) -> String {
+    // (name, limit below which this unit is used, half-rounded, bits of the unit)
+    const UNITS: [(&str, i64, bool, u32); 6] = [
+        ("bytes", 10 * 1024, false, 0),
+        ("kB", 20 * 1024 - 1, true, 10),
+        ("MB", 20 * 1024 - 1, true, 20),
+        ("GB", 20 * 1024 - 1, true, 30),
+        ("TB", 20 * 1024 - 1, true, 40),
+        ("PB", 20 * 1024 - 1, true, 50),
+    ];
+    let half_rounded = |x: i64| (x + if x < 0 { -1 } else { 1 }) / 2;
+    let mut size = size;
+    for (i, (name, limit, round, bits)) in UNITS.iter().enumerate() {
+        let Some(next) = UNITS.get(i + 1) else {
+            break;
+        };
+        if size.unsigned_abs() < *limit as u64 {
+            let shown = if *round { half_rounded(size) } else { size };
+            return format!("{shown} {name}");
+        }
+        let shift = next.3 - bits - u32::from(next.2) + u32::from(*round);
+        size /= 1i64 << shift;
+    }
+    format!("{} PB", half_rounded(size))
+}
+
+/// Fragments of the catalog queries clients send that DataFusion cannot plan, each with
+/// the text that means the same in Strata.
+const CLIENT_SQL_REWRITES: &[(&str, &str)] = &[
+    // psql `\d+`: the table's storage options followed by its TOAST table's, built with
+    // `ARRAY(subquery)`. Strata tables have neither (`pg_class` has no `reloptions`), and
+    // psql's own `\d` asks for `''` in this place.
+    (
+        "pg_catalog.array_to_string(c.reloptions || array(select 'toast.' || x from pg_catalog.unnest(tc.reloptions) x), ', ')",
+        "''",
+    ),
+];
+
+/// `query` with [`CLIENT_SQL_REWRITES`] applied.
+fn rewrite_client_sql(query: &str) -> std::borrow::Cow<'_, str> {
+    let mut out = std::borrow::Cow::Borrowed(query);
+    for (from, to) in CLIENT_SQL_REWRITES {
+        if out.contains(from) {
+            out = std::borrow::Cow::Owned(out.replace(from, to));
+        }
+    }
+    out
+}
+
 /// `pg_get_serial_sequence(table, column)`: Strata tables have no sequences, so NULL.
 fn serial_sequence_udf() -> strata_engine::datafusion::logical_expr::ScalarUDF {
-    use strata_engine::datafusion::arrow::datatypes::DataType;
     use strata_engine::datafusion::common::ScalarValue;
     use strata_engine::datafusion::logical_expr::{ColumnarValue, Volatility, create_udf};
     create_udf(
@@ -422,7 +529,6 @@ fn serial_sequence_udf() -> strata_engine::datafusion::logical_expr::ScalarUDF {
 /// this way, e.g. psycopg for `hstore`, which Strata does not have).
 fn to_regtype_udf() -> strata_engine::datafusion::logical_expr::ScalarUDF {
     use strata_engine::datafusion::arrow::array::{Array, AsArray, Int32Array};
-    use strata_engine::datafusion::arrow::datatypes::DataType;
     use strata_engine::datafusion::logical_expr::{ColumnarValue, Volatility, create_udf};
     fn oid(name: &str) -> Option<i32> {
         Some(match name.trim().to_ascii_lowercase().as_str() {
@@ -562,8 +668,10 @@ impl SimpleQueryHandler for ConnQuery {
     {
         let conn = self.conn().await?;
         let started = Instant::now();
+        let rewritten = rewrite_client_sql(query);
         let result =
-            <DfSessionService as SimpleQueryHandler>::do_query(&conn.service, client, query).await;
+            <DfSessionService as SimpleQueryHandler>::do_query(&conn.service, client, &rewritten)
+                .await;
         let failed = result.as_ref().ok().and_then(|responses| {
             responses.iter().find_map(|r| match r {
                 Response::Error(info) => Some((info.code.clone(), info.message.clone())),
@@ -832,5 +940,40 @@ impl ErrorHandler for SqlStates {
         if let PgWireError::ApiError(e) = err {
             *err = crate::errors::api_error(e.as_ref());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn sizes_are_pretty_as_postgres_prints_them() {
+        // What PostgreSQL 15 answers to `SELECT pg_size_pretty(n)`.
+        for (n, text) in [
+            (0, "0 bytes"),
+            (10239, "10239 bytes"),
+            (10240, "10 kB"),
+            (20971, "20 kB"),
+            (1_000_000, "977 kB"),
+            (10_485_760, "10 MB"),
+            (1_000_000_000, "954 MB"),
+            (1_000_000_000_000, "931 GB"),
+            (-10240, "-10 kB"),
+            (i64::MAX, "8192 PB"),
+        ] {
+            assert_eq!(super::size_pretty(n), text, "{n}");
+        }
+    }
+
+    #[test]
+    fn psql_verbose_describe_fragment_is_rewritten() {
+        let q = "SELECT c.relchecks, pg_catalog.array_to_string(c.reloptions || array(select 'toast.' || x from pg_catalog.unnest(tc.reloptions) x), ', ')\n, c.reltablespace FROM pg_catalog.pg_class c";
+        assert_eq!(
+            super::rewrite_client_sql(q),
+            "SELECT c.relchecks, ''\n, c.reltablespace FROM pg_catalog.pg_class c"
+        );
+        assert!(matches!(
+            super::rewrite_client_sql("SELECT 1"),
+            std::borrow::Cow::Borrowed(_)
+        ));
     }
 }

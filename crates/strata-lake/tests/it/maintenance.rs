@@ -127,7 +127,35 @@ async fn vacuum_guards_retention_and_deletes_old_files(ctx: Ctx) -> TestResult {
     Ok(())
 }
 
+async fn zorder_rewrites_rows_in_key_order(ctx: Ctx) -> TestResult {
+    let lake = &ctx.lake;
+    let t = tn("raw.people");
+    let opts = WriteOptions::default();
+    for rows in [
+        &[(5, "e"), (1, "a"), (9, "i")][..],
+        &[(3, "c"), (7, "g")],
+        &[(2, "b"), (8, "h"), (4, "d"), (6, "f")],
+    ] {
+        lake.write_batches(&t, vec![people(rows)], WriteMode::Append, &opts)
+            .await?;
+    }
+    let before = query_latest(lake, &t, ALL).await?;
+    let report = lake.zorder(&t, &["id".to_string()]).await?;
+    assert_eq!((report.files_added, report.files_removed), (1, 3));
+    assert_eq!(query_latest(lake, &t, ALL).await?, before);
+    // Read in file order, without ORDER BY: the rows come sorted by the key.
+    let ids = query_latest(lake, &t, "select id from t").await?;
+    assert_eq!(ids, ["1", "2", "3", "4", "5", "6", "7", "8", "9"]);
+    assert_eq!(lake.history(&t, Some(1)).await?[0].operation, "OPTIMIZE");
+
+    let err = lake.zorder(&t, &["nope".to_string()]).await.unwrap_err();
+    assert!(matches!(err, Error::Invalid(_)), "{err}");
+    assert!(err.to_string().contains("no column `nope`"), "{err}");
+    Ok(())
+}
+
 both_backends!(
     optimize_compacts_small_files,
+    zorder_rewrites_rows_in_key_order,
     vacuum_guards_retention_and_deletes_old_files,
 );

@@ -699,6 +699,13 @@ fn psql_describes_what_the_user_may_see() {
     for column in ["id|bigint", "email|text", "region|text", "amount|bigint"] {
         assert!(out.contains(column), "{column} in {out}");
     }
+    // The verbose forms: storage and description columns, the table's access method.
+    let out = psql_ok(s.port, "alice", PASSWORD, "\\d+ marts.orders");
+    for column in ["id|bigint", "email|text", "region|text", "amount|bigint"] {
+        assert!(out.contains(column), "{column} in {out}");
+    }
+    let out = psql_ok(s.port, "alice", PASSWORD, "\\dt+ marts.*");
+    assert!(out.starts_with("marts|orders|table|"), "{out}");
     let out = psql_ok(s.port, "admin", PASSWORD, "\\dn");
     assert!(out.contains("marts") && out.contains("raw"), "{out}");
 }
