@@ -104,6 +104,34 @@ fn formats_tables_describe_and_runs() {
 }
 
 #[test]
+fn optimize_orders_a_table_by_key_columns() {
+    let (_tmp, dir) = project();
+    ok(
+        &dir,
+        &[
+            "sql",
+            "create table raw.k as select * from (values (3, 'c'), (1, 'a'), (2, 'b')) as t(id, name)",
+        ],
+    );
+    ok(&dir, &["sql", "insert into raw.k values (0, 'z')"]);
+    let out = ok(&dir, &["optimize", "raw.k", "--zorder-by", "id"]);
+    assert!(
+        out.contains("2 files rewritten into 1 ordered by id"),
+        "{out}"
+    );
+    // Read in file order (no ORDER BY): the rows follow the key.
+    let rows = ok(&dir, &["sql", "select id from raw.k", "-f", "csv"]);
+    assert_eq!(rows, "id\n0\n1\n2\n3\n");
+    let o = strata(&dir, &["optimize", "raw.k", "--zorder-by", "nope"]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("no column `nope`"), "{}", stderr(&o));
+    // Ordering needs a table named.
+    let o = strata(&dir, &["optimize", "--zorder-by", "id"]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("<TABLE>"), "{}", stderr(&o));
+}
+
+#[test]
 fn stdin_multi_statement_time_travel_optimize_vacuum() {
     let (_tmp, dir) = project();
     let o = crate::strata_with_input(
