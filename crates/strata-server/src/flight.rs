@@ -336,6 +336,15 @@ fn stream_batches(
     Response::new(Box::pin(stream))
 }
 
+/// The response of a metadata request: one batch built in full.
+fn one_batch(
+    schema: SchemaRef,
+    batch: Result<RecordBatch, impl std::fmt::Display>,
+) -> Response<BoxStream<arrow_flight::FlightData>> {
+    let batch = batch.map_err(|e| FlightError::Tonic(Box::new(Status::internal(e.to_string()))));
+    stream_batches(schema, futures::stream::iter([batch]))
+}
+
 fn sql_info() -> &'static SqlInfoData {
     static INFO: OnceLock<SqlInfoData> = OnceLock::new();
     INFO.get_or_init(|| {
@@ -605,13 +614,9 @@ impl FlightSqlService for StrataFlight {
         query: CommandGetCatalogs,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.principal(&request).await?;
         let schema = query.into_builder().schema();
-        info(
-            &schema,
-            query.as_any().encode_to_vec(),
-            request.into_inner(),
-        )
+        self.metadata_info(request, &schema, query.as_any().encode_to_vec())
+            .await
     }
 
     async fn do_get_catalogs(
@@ -622,12 +627,7 @@ impl FlightSqlService for StrataFlight {
         self.principal(&request).await?;
         let mut builder = query.into_builder();
         builder.append(strata_engine::CATALOG);
-        let schema = builder.schema();
-        let batch = builder.build().map_err(|e| Status::internal(e.to_string()));
-        Ok(stream_batches(
-            schema,
-            futures::stream::iter([batch.map_err(|s| FlightError::Tonic(Box::new(s)))]),
-        ))
+        Ok(one_batch(builder.schema(), builder.build()))
     }
 
     async fn get_flight_info_schemas(
@@ -635,13 +635,9 @@ impl FlightSqlService for StrataFlight {
         query: CommandGetDbSchemas,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.principal(&request).await?;
         let schema = query.clone().into_builder().schema();
-        info(
-            &schema,
-            query.as_any().encode_to_vec(),
-            request.into_inner(),
-        )
+        self.metadata_info(request, &schema, query.as_any().encode_to_vec())
+            .await
     }
 
     async fn do_get_schemas(
@@ -658,11 +654,7 @@ impl FlightSqlService for StrataFlight {
                 seen.push(ns);
             }
         }
-        let schema = builder.schema();
-        let batch = builder
-            .build()
-            .map_err(|e| FlightError::Tonic(Box::new(Status::internal(e.to_string()))));
-        Ok(stream_batches(schema, futures::stream::iter([batch])))
+        Ok(one_batch(builder.schema(), builder.build()))
     }
 
     async fn get_flight_info_tables(
@@ -670,13 +662,9 @@ impl FlightSqlService for StrataFlight {
         query: CommandGetTables,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.principal(&request).await?;
         let schema = query.clone().into_builder().schema();
-        info(
-            &schema,
-            query.as_any().encode_to_vec(),
-            request.into_inner(),
-        )
+        self.metadata_info(request, &schema, query.as_any().encode_to_vec())
+            .await
     }
 
     async fn do_get_tables(
@@ -691,11 +679,7 @@ impl FlightSqlService for StrataFlight {
                 .append(strata_engine::CATALOG, &ns, &t, kind, &schema)
                 .map_err(|e| Status::internal(e.to_string()))?;
         }
-        let schema = builder.schema();
-        let batch = builder
-            .build()
-            .map_err(|e| FlightError::Tonic(Box::new(Status::internal(e.to_string()))));
-        Ok(stream_batches(schema, futures::stream::iter([batch])))
+        Ok(one_batch(builder.schema(), builder.build()))
     }
 
     async fn get_flight_info_table_types(
@@ -703,13 +687,9 @@ impl FlightSqlService for StrataFlight {
         query: CommandGetTableTypes,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.principal(&request).await?;
         let schema = query.into_builder().schema();
-        info(
-            &schema,
-            query.as_any().encode_to_vec(),
-            request.into_inner(),
-        )
+        self.metadata_info(request, &schema, query.as_any().encode_to_vec())
+            .await
     }
 
     async fn do_get_table_types(
@@ -721,11 +701,7 @@ impl FlightSqlService for StrataFlight {
         let mut builder = query.into_builder();
         builder.append("TABLE");
         builder.append("VIEW");
-        let schema = builder.schema();
-        let batch = builder
-            .build()
-            .map_err(|e| FlightError::Tonic(Box::new(Status::internal(e.to_string()))));
-        Ok(stream_batches(schema, futures::stream::iter([batch])))
+        Ok(one_batch(builder.schema(), builder.build()))
     }
 
     async fn get_flight_info_sql_info(
@@ -733,13 +709,9 @@ impl FlightSqlService for StrataFlight {
         query: CommandGetSqlInfo,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.principal(&request).await?;
         let schema = query.clone().into_builder(sql_info()).schema();
-        info(
-            &schema,
-            query.as_any().encode_to_vec(),
-            request.into_inner(),
-        )
+        self.metadata_info(request, &schema, query.as_any().encode_to_vec())
+            .await
     }
 
     async fn do_get_sql_info(
@@ -749,11 +721,7 @@ impl FlightSqlService for StrataFlight {
     ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
         self.principal(&request).await?;
         let builder = query.into_builder(sql_info());
-        let schema = builder.schema();
-        let batch = builder
-            .build()
-            .map_err(|e| FlightError::Tonic(Box::new(Status::internal(e.to_string()))));
-        Ok(stream_batches(schema, futures::stream::iter([batch])))
+        Ok(one_batch(builder.schema(), builder.build()))
     }
 
     async fn do_get_fallback(
@@ -771,6 +739,18 @@ impl FlightSqlService for StrataFlight {
 }
 
 impl StrataFlight {
+    /// The flight of a metadata request (catalogs, schemas, tables, ...): its ticket is the
+    /// request itself, answered when fetched. The caller must be logged in.
+    async fn metadata_info(
+        &self,
+        request: Request<FlightDescriptor>,
+        schema: &Schema,
+        command: Vec<u8>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        self.principal(&request).await?;
+        info(schema, command, request.into_inner())
+    }
+
     /// Runs all but the last statement of a script now, and returns the last one, which
     /// the ticket carries: fetching then runs only that one.
     async fn run_prefix(
