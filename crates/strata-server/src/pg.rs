@@ -48,6 +48,7 @@ use crate::scram;
 use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 use strata_engine::datafusion::arrow::datatypes::DataType;
 use strata_engine::datafusion::common::ParamValues;
+use strata_engine::datafusion::logical_expr::Volatility;
 use strata_engine::datafusion::logical_expr::{EmptyRelation, LogicalPlan};
 use strata_engine::datafusion::prelude::SessionContext;
 use strata_engine::datafusion::sql::parser::Statement as DFStatement;
@@ -363,10 +364,38 @@ async fn open(
         .map_err(|e| crate::Error::Internal(format!("pg_catalog: {e}")))?;
     ctx.register_udf(version_udf());
     ctx.register_udf(to_regtype_udf());
-    ctx.register_udf(serial_sequence_udf());
-    ctx.register_udf(no_description_udf("col_description", DataType::Int32));
-    ctx.register_udf(no_description_udf("obj_description", DataType::Utf8));
-    ctx.register_udf(table_size_udf());
+    // Strata tables have no sequences; no object has a COMMENT here (psql's `\d+` and
+    // `\dt+` show the Description column empty); `pg_class` oids are not mapped back to
+    // lake tables, so sizes are unknown (`strata tables` shows them).
+    let (text, int, bigint) = (DataType::Utf8, DataType::Int32, DataType::Int64);
+    for (name, args, ret, volatility) in [
+        (
+            "pg_get_serial_sequence",
+            vec![text.clone(), text.clone()],
+            text.clone(),
+            Volatility::Immutable,
+        ),
+        (
+            "col_description",
+            vec![bigint.clone(), int],
+            text.clone(),
+            Volatility::Stable,
+        ),
+        (
+            "obj_description",
+            vec![bigint.clone(), text.clone()],
+            text.clone(),
+            Volatility::Stable,
+        ),
+        (
+            "pg_table_size",
+            vec![bigint.clone()],
+            bigint,
+            Volatility::Stable,
+        ),
+    ] {
+        ctx.register_udf(null_udf(name, args, ret, volatility));
+    }
     ctx.register_udf(size_pretty_udf());
     let hooks: Vec<Arc<dyn QueryHook>> = vec![
         Arc::new(StrataStatements {
@@ -408,34 +437,22 @@ fn version_udf() -> strata_engine::datafusion::logical_expr::ScalarUDF {
     )
 }
 
-/// `col_description(oid, column)` / `obj_description(oid, catalog)`: NULL, as for objects
-/// without a `COMMENT` (psql's `\d+` and `\dt+` show the Description column empty).
-fn no_description_udf(
+/// A function answering NULL whatever its arguments, of type `ret`.
+fn null_udf(
     name: &str,
-    second: DataType,
+    args: Vec<DataType>,
+    ret: DataType,
+    volatility: Volatility,
 ) -> strata_engine::datafusion::logical_expr::ScalarUDF {
     use strata_engine::datafusion::common::ScalarValue;
-    use strata_engine::datafusion::logical_expr::{ColumnarValue, Volatility, create_udf};
+    use strata_engine::datafusion::logical_expr::{ColumnarValue, create_udf};
+    let null = ScalarValue::try_from(&ret).unwrap_or(ScalarValue::Null);
     create_udf(
         name,
-        vec![DataType::Int64, second],
-        DataType::Utf8,
-        Volatility::Stable,
-        Arc::new(|_| Ok(ColumnarValue::Scalar(ScalarValue::Utf8(None)))),
-    )
-}
-
-/// `pg_table_size(oid)`: NULL (unknown), since `pg_class` oids are not mapped back to lake
-/// tables here; `strata tables` shows table sizes.
-fn table_size_udf() -> strata_engine::datafusion::logical_expr::ScalarUDF {
-    use strata_engine::datafusion::common::ScalarValue;
-    use strata_engine::datafusion::logical_expr::{ColumnarValue, Volatility, create_udf};
-    create_udf(
-        "pg_table_size",
-        vec![DataType::Int64],
-        DataType::Int64,
-        Volatility::Stable,
-        Arc::new(|_| Ok(ColumnarValue::Scalar(ScalarValue::Int64(None)))),
+        args,
+        ret,
+        volatility,
+        Arc::new(move |_| Ok(ColumnarValue::Scalar(null.clone()))),
     )
 }
 
@@ -510,19 +527,6 @@ fn rewrite_client_sql(query: &str) -> std::borrow::Cow<'_, str> {
         }
     }
     out
-}
-
-/// `pg_get_serial_sequence(table, column)`: Strata tables have no sequences, so NULL.
-fn serial_sequence_udf() -> strata_engine::datafusion::logical_expr::ScalarUDF {
-    use strata_engine::datafusion::common::ScalarValue;
-    use strata_engine::datafusion::logical_expr::{ColumnarValue, Volatility, create_udf};
-    create_udf(
-        "pg_get_serial_sequence",
-        vec![DataType::Utf8, DataType::Utf8],
-        DataType::Utf8,
-        Volatility::Immutable,
-        Arc::new(|_| Ok(ColumnarValue::Scalar(ScalarValue::Utf8(None)))),
-    )
 }
 
 /// `to_regtype(name)`: the oid of a built-in type by name, or NULL (drivers look types up
