@@ -20,6 +20,7 @@ mod access_sql;
 pub mod audit;
 pub mod auth;
 mod bind;
+mod client_sql;
 pub mod errors;
 mod flight;
 mod pg;

@@ -26,14 +26,16 @@ use datafusion_postgres::hooks::set_show::SetShowHook;
 use datafusion_postgres::hooks::transactions::TransactionStatementHook;
 use datafusion_postgres::{DfSessionService, Parser, QueryHook};
 use futures::{Sink, SinkExt};
+use pgwire::api::Type;
 use pgwire::api::auth::{
     DefaultServerParameterProvider, StartupHandler, finish_authentication, protocol_negotiation,
     save_startup_parameters_to_metadata,
 };
 use pgwire::api::cancel::DefaultCancelHandler;
-use pgwire::api::portal::Portal;
+use pgwire::api::portal::{Format, Portal};
 use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
-use pgwire::api::results::{Response, Tag};
+use pgwire::api::results::{FieldInfo, Response, Tag};
+use pgwire::api::stmt::QueryParser;
 use pgwire::api::store::PortalStore;
 use pgwire::api::{
     ClientInfo, ClientPortalStore, ConnectionGuard, ConnectionHandle, ConnectionManager,
@@ -506,29 +508,6 @@ fn size_pretty(size: i64) -> String {
     format!("{} PB", half_rounded(size))
 }
 
-/// Fragments of the catalog queries clients send that DataFusion cannot plan, each with
-/// the text that means the same in Strata.
-const CLIENT_SQL_REWRITES: &[(&str, &str)] = &[
-    // psql `\d+`: the table's storage options followed by its TOAST table's, built with
-    // `ARRAY(subquery)`. Strata tables have neither (`pg_class` has no `reloptions`), and
-    // psql's own `\d` asks for `''` in this place.
-    (
-        "pg_catalog.array_to_string(c.reloptions || array(select 'toast.' || x from pg_catalog.unnest(tc.reloptions) x), ', ')",
-        "''",
-    ),
-];
-
-/// `query` with [`CLIENT_SQL_REWRITES`] applied.
-fn rewrite_client_sql(query: &str) -> std::borrow::Cow<'_, str> {
-    let mut out = std::borrow::Cow::Borrowed(query);
-    for (from, to) in CLIENT_SQL_REWRITES {
-        if out.contains(from) {
-            out = std::borrow::Cow::Owned(out.replace(from, to));
-        }
-    }
-    out
-}
-
 /// `to_regtype(name)`: the oid of a built-in type by name, or NULL (drivers look types up
 /// this way, e.g. psycopg for `hstore`, which Strata does not have).
 fn to_regtype_udf() -> strata_engine::datafusion::logical_expr::ScalarUDF {
@@ -672,7 +651,7 @@ impl SimpleQueryHandler for ConnQuery {
     {
         let conn = self.conn().await?;
         let started = Instant::now();
-        let rewritten = rewrite_client_sql(query);
+        let rewritten = crate::client_sql::rewrite(query);
         let result =
             <DfSessionService as SimpleQueryHandler>::do_query(&conn.service, client, &rewritten)
                 .await;
@@ -690,9 +669,9 @@ impl SimpleQueryHandler for ConnQuery {
 #[async_trait]
 impl ExtendedQueryHandler for ConnQuery {
     type Statement = (String, Option<(Statement, LogicalPlan)>);
-    type QueryParser = Parser;
+    type QueryParser = ClientSqlParser;
 
-    fn query_parser(&self) -> Arc<Parser> {
+    fn query_parser(&self) -> Arc<ClientSqlParser> {
         // Parsing happens after login, when the slot is filled.
         let conn = self
             .slot
@@ -700,7 +679,7 @@ impl ExtendedQueryHandler for ConnQuery {
             .unwrap_or_else(|e| e.into_inner())
             .clone()
             .expect("extended queries arrive only after login");
-        conn.service.query_parser()
+        Arc::new(ClientSqlParser(conn.service.query_parser()))
     }
 
     async fn do_query<C>(
@@ -723,6 +702,40 @@ impl ExtendedQueryHandler for ConnQuery {
             max_rows,
         )
         .await
+    }
+}
+
+/// The Postgres-compatibility parser, given client catalog queries rewritten as
+/// [`crate::client_sql`] does for simple queries.
+pub(crate) struct ClientSqlParser(Arc<Parser>);
+
+#[async_trait]
+impl QueryParser for ClientSqlParser {
+    type Statement = <Parser as QueryParser>::Statement;
+
+    async fn parse_sql<C>(
+        &self,
+        client: &C,
+        sql: &str,
+        types: &[Option<Type>],
+    ) -> PgWireResult<Option<Self::Statement>>
+    where
+        C: ClientInfo + Unpin + Send + Sync,
+    {
+        let sql = crate::client_sql::rewrite(sql);
+        self.0.parse_sql(client, &sql, types).await
+    }
+
+    fn get_parameter_types(&self, stmt: &Self::Statement) -> PgWireResult<Vec<Type>> {
+        self.0.get_parameter_types(stmt)
+    }
+
+    fn get_result_schema(
+        &self,
+        stmt: &Self::Statement,
+        column_format: Option<&Format>,
+    ) -> PgWireResult<Vec<FieldInfo>> {
+        self.0.get_result_schema(stmt, column_format)
     }
 }
 
@@ -966,18 +979,5 @@ mod tests {
         ] {
             assert_eq!(super::size_pretty(n), text, "{n}");
         }
-    }
-
-    #[test]
-    fn psql_verbose_describe_fragment_is_rewritten() {
-        let q = "SELECT c.relchecks, pg_catalog.array_to_string(c.reloptions || array(select 'toast.' || x from pg_catalog.unnest(tc.reloptions) x), ', ')\n, c.reltablespace FROM pg_catalog.pg_class c";
-        assert_eq!(
-            super::rewrite_client_sql(q),
-            "SELECT c.relchecks, ''\n, c.reltablespace FROM pg_catalog.pg_class c"
-        );
-        assert!(matches!(
-            super::rewrite_client_sql("SELECT 1"),
-            std::borrow::Cow::Borrowed(_)
-        ));
     }
 }

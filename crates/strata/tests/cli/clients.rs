@@ -8,7 +8,7 @@ use crate::serve::{PASSWORD, python, serve, setup};
 use crate::{stderr, stdout};
 
 #[test]
-fn sqlalchemy_and_pandas_read_and_introspect() {
+fn sqlalchemy_and_pandas_read_and_introspect_columns() {
     let (_tmp, dir) = setup();
     let s = serve(&dir);
     let script = r#"
@@ -28,6 +28,7 @@ with eng.connect() as c:
 insp = sa.inspect(eng)
 print("schemas", [s for s in insp.get_schema_names() if s in ("marts", "raw")])
 print("tables", insp.get_table_names(schema="marts"))
+print("columns", [(c["name"], str(c["type"]), c["default"]) for c in insp.get_columns("orders", schema="marts")])
 print("version", eng.dialect.server_version_info[:2])
 "#;
     let o = Command::new(python())
@@ -52,6 +53,10 @@ print("version", eng.dialect.server_version_info[:2])
     assert_eq!(line("secret"), "42501");
     assert_eq!(line("schemas"), "['marts']");
     assert_eq!(line("tables"), "['orders']");
+    assert_eq!(
+        line("columns"),
+        "[('id', 'BIGINT', None), ('email', 'TEXT', None), ('region', 'TEXT', None), ('amount', 'BIGINT', None)]"
+    );
     assert_eq!(line("version"), "(16, 6)");
 }
 
