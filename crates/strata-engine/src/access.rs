@@ -45,7 +45,7 @@ use strata_lake::TableName;
 
 use crate::catalog::CATALOG;
 use crate::engine::SNAPSHOT_CATALOG;
-use crate::{DEFAULT_NAMESPACE, Error, Result};
+use crate::{Error, Result};
 
 /// What a grant allows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -415,15 +415,7 @@ impl Access {
 
     /// The lake table a scan reads, if it is one.
     fn lake_table(&self, r: &TableReference) -> Option<TableName> {
-        let (catalog, schema, table) = match r {
-            TableReference::Bare { table } => (CATALOG, DEFAULT_NAMESPACE, table.as_ref()),
-            TableReference::Partial { schema, table } => (CATALOG, schema.as_ref(), table.as_ref()),
-            TableReference::Full {
-                catalog,
-                schema,
-                table,
-            } => (catalog.as_ref(), schema.as_ref(), table.as_ref()),
-        };
+        let (catalog, schema, table) = crate::catalog::resolve_reference(r);
         if catalog == SNAPSHOT_CATALOG {
             return self
                 .snapshots
@@ -787,7 +779,10 @@ impl PolicyRule {
                     "this mask applies to text columns and `{column}` is {data_type}; use `null` or `full`"
                 )));
             }
-            MaskKind::Hash => format!("encode(sha256({c}), 'hex')"),
+            MaskKind::Hash => {
+                let column = self.parse(&c, schema)?;
+                return Ok(crate::mask_fn::TextMask::Hash.udf().call(vec![column]));
+            }
             MaskKind::Email => {
                 let column = self.parse(&c, schema)?;
                 return Ok(crate::mask_fn::TextMask::Email.udf().call(vec![column]));

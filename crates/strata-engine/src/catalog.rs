@@ -2,21 +2,30 @@
 //! are tables.
 //!
 //! Tables are opened at their latest version each time a statement is planned, so commits
-//! made by other processes are visible to the next statement without a restart. Opening is
-//! one listing of the table's log: while no commit landed, the provider opened before (its
-//! snapshot replayed from the log once) is used again ([`OpenTables`]). The
-//! synchronous name listings DataFusion needs (for `information_schema`, `SHOW TABLES`)
-//! come from a cache refreshed when a session opens and after each DDL statement.
+//! made by other processes are visible to the next statement without a restart. While no
+//! commit landed, the provider opened before (its snapshot replayed from the log once) is used
+//! again ([`OpenTables`]); checking that costs two metadata requests
+//! ([`Lake::still_latest`]), not a listing of the log. The synchronous name listings
+//! DataFusion needs (for `information_schema`, `SHOW TABLES`) come from a cache refreshed when
+//! a session opens and after each DDL statement.
+//!
+//! Plans kept to run later (prepared statements) re-resolve their tables when they run:
+//! [`scan_latest_when_run`].
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 
 use async_trait::async_trait;
+use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::{CatalogProvider, SchemaProvider, TableProvider};
-use datafusion::common::DataFusionError;
-use datafusion::datasource::ViewTable;
-use datafusion::logical_expr::TableType;
-use strata_lake::{Lake, TableName};
+use datafusion::common::tree_node::Transformed;
+use datafusion::common::{DataFusionError, TableReference};
+use datafusion::datasource::{ViewTable, provider_as_source, source_as_provider};
+use datafusion::logical_expr::{
+    Expr, LogicalPlan, TableProviderFilterPushDown, TableScan, TableType,
+};
+use datafusion::physical_plan::ExecutionPlan;
+use strata_lake::{CommitStamp, Lake, TableName};
 
 use crate::engine::EngineInner;
 
@@ -35,31 +44,29 @@ pub(crate) struct LakeCatalog {
     open: Arc<OpenTables>,
 }
 
-/// Providers of the tables statements read, each with the version it was opened at.
+/// Providers of the tables statements read, each with the commit it was opened at.
 #[derive(Debug, Default)]
 struct OpenTables(Mutex<HashMap<TableName, OpenTable>>);
 
-/// A table's provider and the version it reads.
-type OpenTable = (u64, Arc<dyn TableProvider>);
+/// A table's provider, the version it reads and that version's commit file.
+type OpenTable = (u64, CommitStamp, Arc<dyn TableProvider>);
 
 /// More open tables than this and the cache starts over (a snapshot holds a table's file
 /// list in memory).
 const MAX_OPEN_TABLES: usize = 256;
 
 impl OpenTables {
-    fn get(&self, t: &TableName, version: u64) -> Option<Arc<dyn TableProvider>> {
+    fn get(&self, t: &TableName) -> Option<OpenTable> {
         let open = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        open.get(t)
-            .filter(|(v, _)| *v == version)
-            .map(|(_, p)| Arc::clone(p))
+        open.get(t).cloned()
     }
 
-    fn put(&self, t: TableName, version: u64, provider: Arc<dyn TableProvider>) {
+    fn put(&self, t: TableName, open_table: OpenTable) {
         let mut open = self.0.lock().unwrap_or_else(|e| e.into_inner());
         if open.len() >= MAX_OPEN_TABLES && !open.contains_key(&t) {
             open.clear();
         }
-        open.insert(t, (version, provider));
+        open.insert(t, open_table);
     }
 }
 
@@ -143,19 +150,29 @@ impl SchemaProvider for LakeSchema {
         let Ok(t) = TableName::new(&self.namespace, name) else {
             return Ok(None);
         };
-        let latest = self.lake.latest_version(&t).await.map_err(lake_err)?;
-        if let Some(provider) = latest.and_then(|v| self.open.get(&t, v)) {
-            if let Some(v) = latest {
-                crate::views::record_table(&t, v);
-            }
+        if let Some((version, stamp, provider)) = self.open.get(&t)
+            && self
+                .lake
+                .still_latest(&t, version, &stamp)
+                .await
+                .map_err(lake_err)?
+        {
+            crate::views::record_table(&t, version);
             return Ok(Some(provider));
         }
+        let latest = self.lake.latest_commit(&t).await.map_err(lake_err)?;
         if latest.is_some() || self.lake.table_exists(&t).await.map_err(lake_err)? {
             let table = self.lake.open_table(&t).await.map_err(lake_err)?;
             let provider = crate::provider::delta_provider(&table).await?;
             if let Some(version) = table.version() {
                 crate::views::record_table(&t, version);
-                self.open.put(t, version, Arc::clone(&provider));
+                // Kept only when the stamp is that of the version opened (a commit may have
+                // landed between the listing and the opening).
+                if let Some((v, stamp)) = latest
+                    && v == version
+                {
+                    self.open.put(t, (version, stamp, Arc::clone(&provider)));
+                }
             }
             return Ok(Some(provider));
         }
@@ -182,6 +199,154 @@ impl SchemaProvider for LakeSchema {
 
     fn table_exist(&self, name: &str) -> bool {
         self.tables.iter().chain(&self.views).any(|t| t == name)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Plans kept to run later
+// ---------------------------------------------------------------------------------------------
+
+/// Makes a plan kept to run later (a server-side prepared statement) read each lake table at
+/// the version that is latest when it runs, not the one it was planned against.
+///
+/// Scans of time-travel snapshots, views and tables the principal may only write are left
+/// as they are. Columns added since planning are not read; a table whose planned columns
+/// changed fails the run with `NotImplemented` (SQLSTATE 0A000, as PostgreSQL's "cached plan
+/// must not change result type"): the client prepares the statement again.
+pub(crate) fn scan_latest_when_run(
+    catalog: &Arc<LakeCatalog>,
+    plan: LogicalPlan,
+) -> Result<LogicalPlan, DataFusionError> {
+    plan.transform_up_with_subqueries(|node| match node {
+        LogicalPlan::TableScan(scan) => latest_scan(catalog, scan),
+        other => Ok(Transformed::no(other)),
+    })
+    .map(|t| t.data)
+}
+
+fn latest_scan(
+    catalog: &Arc<LakeCatalog>,
+    mut scan: TableScan,
+) -> Result<Transformed<LogicalPlan>, DataFusionError> {
+    let (catalog_name, namespace, name) = resolve_reference(&scan.table_name);
+    let Ok(planned) = source_as_provider(&scan.source) else {
+        return Ok(Transformed::no(LogicalPlan::TableScan(scan)));
+    };
+    if catalog_name != CATALOG {
+        // Time-travel snapshots and session tables: fixed by design.
+        return Ok(Transformed::no(LogicalPlan::TableScan(scan)));
+    }
+    if let Some(view) = planned.downcast_ref::<ViewTable>() {
+        // A stored view, or the columns of a table a principal may read: the scans inside.
+        let inner = scan_latest_when_run(catalog, view.logical_plan().clone())?;
+        let view = ViewTable::new(inner, view.definition().cloned());
+        scan.source = provider_as_source(Arc::new(view));
+        return Ok(Transformed::yes(LogicalPlan::TableScan(scan)));
+    }
+    // Only Delta tables of the lake: not the catalog tables clients query (`pg_catalog`,
+    // `information_schema`), nor a table the principal may only write (its scan must fail).
+    let lake_table = planned.is::<deltalake::delta_datafusion::DeltaScanNext>();
+    let table = match TableName::new(namespace, name) {
+        Ok(t) if lake_table => t,
+        _ => return Ok(Transformed::no(LogicalPlan::TableScan(scan))),
+    };
+    scan.source = provider_as_source(Arc::new(Latest {
+        catalog: Arc::clone(catalog),
+        table,
+        planned,
+    }));
+    Ok(Transformed::yes(LogicalPlan::TableScan(scan)))
+}
+
+/// A lake table resolved again each time a scan of it runs.
+#[derive(Debug)]
+struct Latest {
+    catalog: Arc<LakeCatalog>,
+    table: TableName,
+    /// The provider the plan was made with: its schema is the one the plan expects.
+    planned: Arc<dyn TableProvider>,
+}
+
+impl Latest {
+    async fn resolve(&self) -> Result<Arc<dyn TableProvider>, DataFusionError> {
+        let t = &self.table;
+        let gone = || {
+            DataFusionError::Plan(format!(
+                "table `{t}` does not exist any more; it was dropped after this statement was prepared"
+            ))
+        };
+        let schema = self.catalog.schema(&t.namespace).ok_or_else(gone)?;
+        let current = schema.table(&t.name).await?.ok_or_else(gone)?;
+        if current.table_type() != TableType::Base {
+            return Err(gone());
+        }
+        let (was, now) = (self.planned.schema(), current.schema());
+        if !starts_with_columns(&now, &was) {
+            return Err(DataFusionError::NotImplemented(format!(
+                "the columns of `{t}` changed after this statement was prepared; prepare it again"
+            )));
+        }
+        Ok(current)
+    }
+}
+
+/// Whether `now` begins with the columns of `was`, alike in name, type and nullability: a
+/// plan made against `was` reads the same columns at the same positions.
+fn starts_with_columns(now: &SchemaRef, was: &SchemaRef) -> bool {
+    now.fields().len() >= was.fields().len()
+        && was.fields().iter().zip(now.fields().iter()).all(|(x, y)| {
+            x.name() == y.name()
+                && x.data_type() == y.data_type()
+                && x.is_nullable() == y.is_nullable()
+        })
+}
+
+#[async_trait]
+impl TableProvider for Latest {
+    fn schema(&self) -> SchemaRef {
+        self.planned.schema()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> Result<Vec<TableProviderFilterPushDown>, DataFusionError> {
+        self.planned.supports_filters_pushdown(filters)
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn datafusion::catalog::Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>, DataFusionError> {
+        let current = self.resolve().await?;
+        let planned_columns = self.planned.schema().fields().len();
+        if projection.is_none() && current.schema().fields().len() > planned_columns {
+            // Columns added since planning: the plan reads the ones it knows.
+            let known: Vec<usize> = (0..planned_columns).collect();
+            return current.scan(state, Some(&known), filters, limit).await;
+        }
+        current.scan(state, projection, filters, limit).await
+    }
+}
+
+/// (catalog, schema, table) of `r` in a session whose defaults are the lake catalog and the
+/// `public` namespace.
+pub(crate) fn resolve_reference(r: &TableReference) -> (&str, &str, &str) {
+    match r {
+        TableReference::Bare { table } => (CATALOG, crate::DEFAULT_NAMESPACE, table.as_ref()),
+        TableReference::Partial { schema, table } => (CATALOG, schema.as_ref(), table.as_ref()),
+        TableReference::Full {
+            catalog,
+            schema,
+            table,
+        } => (catalog.as_ref(), schema.as_ref(), table.as_ref()),
     }
 }
 

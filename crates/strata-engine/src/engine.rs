@@ -18,6 +18,7 @@ use datafusion::logical_expr::{DdlStatement, DmlStatement, LogicalPlan, WriteOp}
 use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::sql::parser::{DFParser, Statement as DFStatement};
 use datafusion::sql::sqlparser::ast::{self, Statement as SqlStatement};
+use futures::TryStreamExt;
 use strata_lake::{Lake, TableName, ViewDef, WriteMode, WriteOptions};
 use strata_project::EngineSettings;
 
@@ -125,6 +126,20 @@ impl Engine {
     /// The lake this engine reads and writes.
     pub fn lake(&self) -> &Lake {
         &self.inner.lake
+    }
+
+    /// Makes `plan`, kept to run later (a server-side prepared statement), read each lake
+    /// table at its latest version when it runs rather than the version it was planned
+    /// against. A table whose columns changed in between fails the run with an error that
+    /// asks to prepare the statement again (SQLSTATE 0A000).
+    pub fn scan_latest_when_run(
+        &self,
+        plan: datafusion::logical_expr::LogicalPlan,
+    ) -> Result<datafusion::logical_expr::LogicalPlan> {
+        Ok(crate::catalog::scan_latest_when_run(
+            &self.inner.catalog,
+            plan,
+        )?)
     }
 
     /// Opens a session with every right: for the project's own commands (`strata run`,
@@ -427,7 +442,20 @@ impl Session {
             plan => {
                 let df = self.ctx.execute_logical_plan(plan).await?;
                 let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
-                let stream = df.execute_stream().await?;
+                let task = Arc::new(df.task_ctx());
+                let physical = df.create_physical_plan().await?;
+                // Nothing runs until the first row is asked for: a caller that only wants the
+                // schema (Flight SQL's GetFlightInfo) starts no work.
+                let rows = futures::stream::once(async move {
+                    datafusion::physical_plan::execute_stream(physical, task)
+                })
+                .try_flatten();
+                let stream = Box::pin(
+                    datafusion::physical_plan::stream::RecordBatchStreamAdapter::new(
+                        Arc::clone(&schema),
+                        rows,
+                    ),
+                );
                 Ok(StatementResult::Rows { schema, stream })
             }
         }

@@ -420,6 +420,46 @@ impl Lake {
             .max())
     }
 
+    /// The latest committed version of `t` and the stamp of its commit file, from one listing
+    /// of the log; `None` when `t` has no commit files. Pass both to [`Lake::still_latest`]
+    /// later to learn whether anything was committed since, without listing the log again.
+    pub async fn latest_commit(&self, t: &TableName) -> Result<Option<(u64, CommitStamp)>> {
+        let listing = self.log_listing(t).await?;
+        Ok(listing
+            .iter()
+            .filter_map(|m| {
+                let v: u64 = m.location.filename()?.strip_suffix(".json")?.parse().ok()?;
+                Some((v, CommitStamp::of(m)))
+            })
+            .max_by_key(|(v, _)| *v))
+    }
+
+    /// Whether `version` (committed as `stamp`) is still the latest version of `t`: its commit
+    /// file is the same file (not a table dropped and created again since) and no next commit
+    /// exists. Two metadata requests, however long the log is.
+    pub async fn still_latest(
+        &self,
+        t: &TableName,
+        version: u64,
+        stamp: &CommitStamp,
+    ) -> Result<bool> {
+        let head = |v: u64| {
+            let path = Path::from(format!(
+                "{}/{}/_delta_log/{v:020}.json",
+                t.namespace, t.name
+            ));
+            async move {
+                match self.store.head(&path).await {
+                    Ok(m) => Ok(Some(CommitStamp::of(&m))),
+                    Err(deltalake::ObjectStoreError::NotFound { .. }) => Ok(None),
+                    Err(e) => Err(Error::store(format!("checking the log of `{t}`"))(e)),
+                }
+            }
+        };
+        let (current, next) = futures::try_join!(head(version), head(version + 1))?;
+        Ok(current.as_ref() == Some(stamp) && next.is_none())
+    }
+
     async fn log_listing(&self, t: &TableName) -> Result<Vec<deltalake::ObjectMeta>> {
         self.store
             .list(Some(&log_dir(t)))
@@ -1164,6 +1204,7 @@ impl Lake {
             .with_type(deltalake::operations::optimize::OptimizeType::ZOrder(
                 columns.to_vec(),
             ))
+            .with_writer_properties(lookup_writer_properties())
             .await
             .map_err(|e| map_write_error(t, e))?;
         Ok(OptimizeReport {
@@ -1261,6 +1302,62 @@ pub enum MergeClause {
         /// Extra condition.
         predicate: Option<String>,
     },
+}
+
+/// What identifies one commit file: a table dropped and created again reuses version
+/// numbers, never the same file. Compared by entity tag where the store gives one, else by
+/// modification time, and always by size.
+#[derive(Clone, Debug)]
+pub struct CommitStamp {
+    e_tag: Option<String>,
+    last_modified: DateTime<Utc>,
+    size: u64,
+}
+
+impl CommitStamp {
+    fn of(meta: &deltalake::ObjectMeta) -> Self {
+        Self {
+            e_tag: meta.e_tag.clone(),
+            last_modified: meta.last_modified,
+            size: meta.size,
+        }
+    }
+}
+
+impl PartialEq for CommitStamp {
+    fn eq(&self, other: &Self) -> bool {
+        let same_file = match (&self.e_tag, &other.e_tag) {
+            (Some(a), Some(b)) => a == b,
+            _ => self.last_modified == other.last_modified,
+        };
+        same_file && self.size == other.size
+    }
+}
+
+impl Eq for CommitStamp {}
+
+/// Rows per Parquet data page in files written by [`Lake::zorder`]. A point lookup decodes
+/// one page per column, so small pages make lookups cheap; the page index (one entry per page)
+/// stays small at this size (about 700 pages per column for a million rows).
+pub const LOOKUP_PAGE_ROWS: usize = 2048;
+
+/// Dictionary size limit per column chunk in files written by [`Lake::zorder`]. A lookup
+/// decodes the whole dictionary of each column it reads, so a high-cardinality column falls
+/// back to plain encoding early instead of carrying a dictionary of megabytes.
+pub const LOOKUP_DICTIONARY_BYTES: usize = 64 * 1024;
+
+/// Writer settings for files laid out for lookups: small pages and dictionaries, with the
+/// page statistics and offset index readers use to skip to the one page holding a key.
+fn lookup_writer_properties() -> deltalake::parquet::file::properties::WriterProperties {
+    use deltalake::parquet::basic::{Compression, ZstdLevel};
+    use deltalake::parquet::file::properties::{EnabledStatistics, WriterProperties};
+    WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::try_new(4).unwrap_or_default()))
+        .set_statistics_enabled(EnabledStatistics::Page)
+        .set_data_page_row_count_limit(LOOKUP_PAGE_ROWS)
+        .set_write_batch_size(LOOKUP_PAGE_ROWS)
+        .set_dictionary_page_size_limit(LOOKUP_DICTIONARY_BYTES)
+        .build()
 }
 
 fn commit_properties(opts: &WriteOptions) -> CommitProperties {

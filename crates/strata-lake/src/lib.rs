@@ -34,8 +34,8 @@ pub use deltalake;
 pub use deltalake::DeltaTable;
 pub use error::{Error, Result};
 pub use lake::{
-    Commit, Lake, MergeClause, MergeOutcome, OptimizeReport, TableInfo, VacuumReport, WriteMode,
-    WriteOptions, WriteOutcome,
+    Commit, CommitStamp, LOOKUP_DICTIONARY_BYTES, LOOKUP_PAGE_ROWS, Lake, MergeClause,
+    MergeOutcome, OptimizeReport, TableInfo, VacuumReport, WriteMode, WriteOptions, WriteOutcome,
 };
 pub use object_stores::open_store;
 pub use strata_types::TableName;

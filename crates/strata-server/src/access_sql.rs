@@ -1,15 +1,17 @@
 //! Access control in SQL, for superusers on any SQL surface: `CREATE ROLE`, `CREATE ROLE
 //! … LOGIN PASSWORD '…'` (a user), `DROP ROLE`, `GRANT`/`REVOKE` privileges on tables,
 //! schemas and `ALL TABLES IN SCHEMA`, and role membership with `CREATE ROLE … IN ROLE` /
-//! `… ROLE member`. The statements change the metadata store, exactly as the `strata users|
-//! roles|grants` commands do.
+//! `… ROLE member`, `CREATE USER` (rewritten to `CREATE ROLE … LOGIN` by
+//! [`crate::client_sql`]), and row filters with PostgreSQL's `CREATE POLICY … USING (…)` / `DROP
+//! POLICY`. The statements change the metadata store, exactly as the `strata users|roles|
+//! grants|policies` commands do.
 
 use strata_engine::Principal;
 use strata_engine::datafusion::sql::sqlparser::ast::{
-    Action, CreateRole, Expr, GrantObjects, Grantee, GranteeName, ObjectName, ObjectType, Password,
-    Privileges, Statement, Value,
+    Action, CreatePolicy, CreatePolicyCommand, CreatePolicyType, CreateRole, Expr, GrantObjects,
+    Grantee, GranteeName, ObjectName, ObjectType, Owner, Password, Privileges, Statement, Value,
 };
-use strata_meta::{Grant, MetaStore, NewUser, ObjectKind, Privilege};
+use strata_meta::{Grant, MetaStore, NewUser, ObjectKind, Privilege, RowPolicy};
 
 /// An access-control statement, read from SQL.
 #[derive(Debug, Clone, PartialEq)]
@@ -35,6 +37,14 @@ pub(crate) enum AccessStatement {
     Grant(Vec<Grant>),
     /// `REVOKE …`.
     Revoke(Vec<Grant>),
+    /// `CREATE POLICY p ON t [FOR SELECT] [TO r] USING (…)`: a row filter.
+    CreatePolicy(RowPolicy),
+    /// `DROP POLICY [IF EXISTS] p ON t`.
+    DropPolicy {
+        table: String,
+        name: String,
+        if_exists: bool,
+    },
 }
 
 /// Reads `stmt` as an access-control statement: `None` if it is not one, an error message
@@ -68,8 +78,59 @@ pub(crate) fn classify(
             grants(&r.privileges, r.objects.as_ref(), &r.grantees, granted_by)
                 .map(AccessStatement::Revoke),
         ),
+        Statement::CreatePolicy(p) => Some(create_policy(p)),
+        Statement::DropPolicy(p) => {
+            Some(
+                table(&p.table_name).map(|table| AccessStatement::DropPolicy {
+                    table,
+                    name: p.name.value.to_lowercase(),
+                    if_exists: p.if_exists,
+                }),
+            )
+        }
         _ => None,
     }
+}
+
+/// A row filter from PostgreSQL's row-security policy syntax. Strata's filters apply to reads
+/// and combine with OR (PostgreSQL's `PERMISSIVE`), for one grantee each.
+fn create_policy(p: &CreatePolicy) -> Result<AccessStatement, String> {
+    if matches!(p.policy_type, Some(CreatePolicyType::Restrictive)) {
+        return Err("AS RESTRICTIVE is not supported: a table's row filters combine with OR (PERMISSIVE); write the restriction into each filter's USING".into());
+    }
+    match p.command {
+        None | Some(CreatePolicyCommand::All | CreatePolicyCommand::Select) => {}
+        Some(other) => {
+            return Err(format!(
+                "FOR {other} is not supported: row filters apply to reads (FOR SELECT); writes are governed by grants"
+            ));
+        }
+    }
+    if p.with_check.is_some() {
+        return Err("WITH CHECK is not supported: row filters apply to reads; writes are governed by grants".into());
+    }
+    let Some(using) = &p.using else {
+        return Err("a row filter needs USING (condition), e.g. USING (region = 'EU')".into());
+    };
+    let applies_to = match p.to.as_deref() {
+        None => "*".to_string(),
+        Some([Owner::Ident(i)]) if i.value.eq_ignore_ascii_case("public") => "*".to_string(),
+        Some([Owner::Ident(i)]) => i.value.to_lowercase(),
+        Some([other]) => {
+            return Err(format!(
+                "TO {other} is not supported; name a user or role, or PUBLIC"
+            ));
+        }
+        Some(_) => {
+            return Err("give one user or role per policy (TO analyst), or TO PUBLIC; for several, create a policy for each or a role holding them".into());
+        }
+    };
+    Ok(AccessStatement::CreatePolicy(RowPolicy {
+        name: p.name.value.to_lowercase(),
+        table: table(&p.table_name)?,
+        predicate: using.to_string(),
+        applies_to,
+    }))
 }
 
 fn ident(name: &ObjectName) -> Result<String, String> {
@@ -220,7 +281,8 @@ pub(crate) async fn apply(
     if !principal.superuser {
         return Err(crate::Error::Engine(
             strata_engine::Error::PermissionDenied(
-                "permission denied: only superusers manage users, roles and grants".into(),
+                "permission denied: only superusers manage users, roles, grants and policies"
+                    .into(),
             ),
         ));
     }
@@ -294,6 +356,35 @@ pub(crate) async fn apply(
                 meta.revoke(g).await?;
             }
             "REVOKE".into()
+        }
+        AccessStatement::CreatePolicy(policy) => {
+            let exists = meta
+                .row_policies()
+                .await?
+                .iter()
+                .any(|p| p.table == policy.table && p.name == policy.name);
+            if exists {
+                return Err(crate::Error::Engine(strata_engine::Error::Invalid(
+                    format!(
+                        "policy \"{}\" for table \"{}\" already exists; DROP POLICY {} ON {} first",
+                        policy.name, policy.table, policy.name, policy.table
+                    ),
+                )));
+            }
+            meta.put_row_policy(&policy).await?;
+            "CREATE POLICY".into()
+        }
+        AccessStatement::DropPolicy {
+            table,
+            name,
+            if_exists,
+        } => {
+            if !meta.drop_row_policy(&table, &name).await? && !if_exists {
+                return Err(crate::Error::Engine(strata_engine::Error::Invalid(
+                    format!("policy \"{name}\" for table \"{table}\" does not exist"),
+                )));
+            }
+            "DROP POLICY".into()
         }
     })
 }
@@ -444,5 +535,43 @@ mod tests {
             )])
         );
         assert!(read("GRANT SELECT ON SEQUENCE s TO analyst").is_err());
+    }
+
+    #[test]
+    fn row_filters_are_read_from_create_policy() {
+        assert_eq!(
+            read("CREATE POLICY own_region ON marts.orders FOR SELECT TO analyst USING (region = current_user_attribute('region'))").unwrap(),
+            AccessStatement::CreatePolicy(RowPolicy {
+                name: "own_region".into(),
+                table: "marts.orders".into(),
+                predicate: "region = current_user_attribute('region')".into(),
+                applies_to: "analyst".into(),
+            })
+        );
+        let everyone =
+            read("CREATE POLICY recent ON orders AS PERMISSIVE TO PUBLIC USING (year >= 2020)")
+                .unwrap();
+        assert!(
+            matches!(&everyone, AccessStatement::CreatePolicy(p) if p.applies_to == "*" && p.table == "public.orders"),
+            "{everyone:?}"
+        );
+        assert_eq!(
+            read("DROP POLICY IF EXISTS own_region ON strata.marts.orders").unwrap(),
+            AccessStatement::DropPolicy {
+                table: "marts.orders".into(),
+                name: "own_region".into(),
+                if_exists: true,
+            }
+        );
+        for unsupported in [
+            "CREATE POLICY p ON t AS RESTRICTIVE USING (a = 1)",
+            "CREATE POLICY p ON t FOR INSERT WITH CHECK (a = 1)",
+            "CREATE POLICY p ON t FOR SELECT TO a, b USING (a = 1)",
+            "CREATE POLICY p ON t USING (a = 1) WITH CHECK (a = 1)",
+            "CREATE POLICY p ON t TO analyst",
+        ] {
+            let err = read(unsupported).unwrap_err();
+            assert!(!err.is_empty(), "{unsupported}");
+        }
     }
 }

@@ -25,6 +25,35 @@ use strata_engine::datafusion::sql::sqlparser::ast::{JoinOperator, Visit, Visito
 use strata_engine::datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use strata_engine::datafusion::sql::sqlparser::parser::Parser;
 
+/// PostgreSQL's `CREATE USER name [WITH] options` as what it means, `CREATE ROLE name [WITH]
+/// options LOGIN` (the parser reads `CREATE USER` in Snowflake's form). `None` when `query`
+/// is not one `CREATE USER` statement.
+fn create_user_as_role(query: &str) -> Option<String> {
+    let rest = query.trim_start();
+    let (create, rest) = rest.split_once(|c: char| c.is_ascii_whitespace())?;
+    let rest = rest.trim_start();
+    let (user, body) = rest.split_at_checked(4)?;
+    if !create.eq_ignore_ascii_case("create")
+        || !user.eq_ignore_ascii_case("user")
+        || !body.starts_with(|c: char| c.is_ascii_whitespace())
+    {
+        return None;
+    }
+    let body = body.trim_end().trim_end_matches(';').trim_end();
+    // With LOGIN added unless the options already say LOGIN or NOLOGIN.
+    [
+        format!("CREATE ROLE{body} LOGIN"),
+        format!("CREATE ROLE{body}"),
+    ]
+    .into_iter()
+    .find(|candidate| {
+        matches!(
+            Parser::parse_sql(&PostgreSqlDialect {}, candidate).as_deref(),
+            Ok([Statement::CreateRole(_)])
+        )
+    })
+}
+
 /// Fragments of the catalog queries clients send that DataFusion cannot plan, each with
 /// the text that means the same in Strata.
 const CLIENT_SQL_REWRITES: &[(&str, &str)] = &[
@@ -53,6 +82,9 @@ const SCALAR_FUNCTIONS: &[&str] = &[
 
 /// `query` with the fixed fragments replaced and column-property lookups folded to `NULL`.
 pub(crate) fn rewrite(query: &str) -> Cow<'_, str> {
+    if let Some(role) = create_user_as_role(query) {
+        return Cow::Owned(role);
+    }
     let mut out = Cow::Borrowed(query);
     for (from, to) in CLIENT_SQL_REWRITES {
         if out.contains(from) {
@@ -309,6 +341,28 @@ mod tests {
             "SELECT c.relchecks, ''\nFROM pg_catalog.pg_class c"
         );
         assert_eq!(rewrite("select 1"), "select 1");
+    }
+
+    #[test]
+    fn create_user_is_create_role_with_login() {
+        assert_eq!(
+            rewrite("CREATE USER bob WITH PASSWORD 'pw' IN ROLE viewer;"),
+            "CREATE ROLE bob WITH PASSWORD 'pw' IN ROLE viewer LOGIN"
+        );
+        assert_eq!(rewrite("create  user carol"), "CREATE ROLE carol LOGIN");
+        assert_eq!(
+            rewrite("CREATE USER dave NOLOGIN"),
+            "CREATE ROLE dave NOLOGIN"
+        );
+        assert_eq!(
+            rewrite("CREATE USER erin LOGIN SUPERUSER"),
+            "CREATE ROLE erin LOGIN SUPERUSER"
+        );
+        assert_eq!(rewrite("CREATE USERS_TABLE"), "CREATE USERS_TABLE");
+        assert_eq!(
+            rewrite("CREATE TABLE users (id int)"),
+            "CREATE TABLE users (id int)"
+        );
     }
 
     #[test]

@@ -679,7 +679,10 @@ impl ExtendedQueryHandler for ConnQuery {
             .unwrap_or_else(|e| e.into_inner())
             .clone()
             .expect("extended queries arrive only after login");
-        Arc::new(ClientSqlParser(conn.service.query_parser()))
+        Arc::new(ClientSqlParser {
+            inner: conn.service.query_parser(),
+            engine: self.shared.engine.clone(),
+        })
     }
 
     async fn do_query<C>(
@@ -706,8 +709,13 @@ impl ExtendedQueryHandler for ConnQuery {
 }
 
 /// The Postgres-compatibility parser, given client catalog queries rewritten as
-/// [`crate::client_sql`] does for simple queries.
-pub(crate) struct ClientSqlParser(Arc<Parser>);
+/// [`crate::client_sql`] does for simple queries. The plans it makes are kept (a prepared
+/// statement runs many times), so they read each table at the version latest when they run
+/// ([`Engine::scan_latest_when_run`]).
+pub(crate) struct ClientSqlParser {
+    inner: Arc<Parser>,
+    engine: Engine,
+}
 
 #[async_trait]
 impl QueryParser for ClientSqlParser {
@@ -723,11 +731,24 @@ impl QueryParser for ClientSqlParser {
         C: ClientInfo + Unpin + Send + Sync,
     {
         let sql = crate::client_sql::rewrite(sql);
-        self.0.parse_sql(client, &sql, types).await
+        let Some((query, planned)) = self.inner.parse_sql(client, &sql, types).await? else {
+            return Ok(None);
+        };
+        let planned = match planned {
+            Some((statement, plan)) => {
+                let plan = self
+                    .engine
+                    .scan_latest_when_run(plan)
+                    .map_err(|e| crate::errors::to_pgwire(&e))?;
+                Some((statement, plan))
+            }
+            None => None,
+        };
+        Ok(Some((query, planned)))
     }
 
     fn get_parameter_types(&self, stmt: &Self::Statement) -> PgWireResult<Vec<Type>> {
-        self.0.get_parameter_types(stmt)
+        self.inner.get_parameter_types(stmt)
     }
 
     fn get_result_schema(
@@ -735,7 +756,7 @@ impl QueryParser for ClientSqlParser {
         stmt: &Self::Statement,
         column_format: Option<&Format>,
     ) -> PgWireResult<Vec<FieldInfo>> {
-        self.0.get_result_schema(stmt, column_format)
+        self.inner.get_result_schema(stmt, column_format)
     }
 }
 
@@ -792,6 +813,24 @@ fn read_only(stmt: &Statement) -> bool {
             | Statement::Discard { .. }
             | Statement::Deallocate { .. }
     ) || matches!(stmt, Statement::Explain { analyze: false, .. })
+}
+
+/// `DEALLOCATE [PREPARE] name | ALL` of statements prepared with the protocol's `Parse`
+/// message (drivers' server-side statements), which PostgreSQL keeps in one namespace with SQL
+/// `PREPARE`d ones; psycopg sends `DEALLOCATE ALL` after every DDL statement. `None` leaves a
+/// name the protocol did not prepare to DataFusion's own `PREPARE`/`DEALLOCATE`.
+fn deallocate(statement: &Statement, client: &dyn HookClient) -> Option<PgWireResult<Response>> {
+    let Statement::Deallocate { name, .. } = statement else {
+        return None;
+    };
+    let store = client.portal_store();
+    if name.quote_style.is_none() && name.value.eq_ignore_ascii_case("all") {
+        store.clear_statements();
+        return Some(Ok(Response::Execution(Tag::new("DEALLOCATE ALL"))));
+    }
+    store.get_statement(&name.value)?;
+    store.rm_statement(&name.value);
+    Some(Ok(Response::Execution(Tag::new("DEALLOCATE"))))
 }
 
 impl StrataStatements {
@@ -886,9 +925,12 @@ impl QueryHook for StrataStatements {
         &self,
         statement: &Statement,
         _ctx: &SessionContext,
-        _client: &mut dyn HookClient,
+        client: &mut dyn HookClient,
     ) -> Option<PgWireResult<Response>> {
         if let Some(answer) = self.savepoint(statement) {
+            return Some(answer);
+        }
+        if let Some(answer) = deallocate(statement, client) {
             return Some(answer);
         }
         if read_only(statement) {
@@ -919,9 +961,12 @@ impl QueryHook for StrataStatements {
         _plan: &LogicalPlan,
         params: &ParamValues,
         _ctx: &SessionContext,
-        _client: &mut dyn HookClient,
+        client: &mut dyn HookClient,
     ) -> Option<PgWireResult<Response>> {
         if let Some(answer) = self.savepoint(statement) {
+            return Some(answer);
+        }
+        if let Some(answer) = deallocate(statement, client) {
             return Some(answer);
         }
         if read_only(statement) {

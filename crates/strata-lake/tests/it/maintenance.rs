@@ -154,8 +154,61 @@ async fn zorder_rewrites_rows_in_key_order(ctx: Ctx) -> TestResult {
     Ok(())
 }
 
+/// Z-ordered files are laid out for lookups: pages of `LOOKUP_PAGE_ROWS` rows, each with an
+/// offset index entry, so a reader decodes one small page per column to find a key.
+async fn zorder_writes_small_indexed_pages(ctx: Ctx) -> TestResult {
+    use object_store::ObjectStoreExt;
+    use strata_lake::deltalake::parquet::file::metadata::{PageIndexPolicy, ParquetMetaDataReader};
+
+    let lake = &ctx.lake;
+    let t = tn("raw.people");
+    let rows: Vec<(i64, String)> = (0..5009).rev().map(|i| (i, format!("n{i}"))).collect();
+    let rows: Vec<(i64, &str)> = rows.iter().map(|(i, n)| (*i, n.as_str())).collect();
+    lake.write_batches(
+        &t,
+        vec![people(&rows)],
+        WriteMode::Append,
+        &WriteOptions::default(),
+    )
+    .await?;
+    let before = data_files(lake, &t).await?;
+    lake.zorder(&t, &["id".to_string()]).await?;
+    let written: Vec<String> = data_files(lake, &t)
+        .await?
+        .into_iter()
+        .filter(|f| !before.contains(f))
+        .collect();
+    assert_eq!(written.len(), 1, "{written:?}");
+    let bytes = lake
+        .store()
+        .get(&strata_lake::deltalake::Path::from(written[0].as_str()))
+        .await?
+        .bytes()
+        .await?;
+    let meta = ParquetMetaDataReader::new()
+        .with_page_index_policy(PageIndexPolicy::Required)
+        .parse_and_finish(&bytes)?;
+    let offsets = meta.offset_index().ok_or("the file has no offset index")?;
+    let expected_pages = 5009usize.div_ceil(strata_lake::LOOKUP_PAGE_ROWS);
+    for (row_group, columns) in offsets.iter().enumerate() {
+        for (column, index) in columns.iter().enumerate() {
+            assert_eq!(
+                index.page_locations().len(),
+                expected_pages,
+                "row group {row_group}, column {column}"
+            );
+        }
+    }
+    assert_eq!(
+        query_latest(lake, &t, "select name from t where id = 4321").await?,
+        ["n4321"]
+    );
+    Ok(())
+}
+
 both_backends!(
     optimize_compacts_small_files,
     zorder_rewrites_rows_in_key_order,
+    zorder_writes_small_indexed_pages,
     vacuum_guards_retention_and_deletes_old_files,
 );

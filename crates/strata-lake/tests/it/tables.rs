@@ -241,7 +241,51 @@ async fn drop_table_and_did_you_mean(ctx: Ctx) -> TestResult {
     Ok(())
 }
 
+/// The freshness check readers use to reuse an opened table: a new commit, and a table
+/// dropped and created again (its version numbers start over), both end it.
+async fn still_latest_sees_new_and_replaced_commits(ctx: Ctx) -> TestResult {
+    let lake = &ctx.lake;
+    let t = tn("raw.people");
+    assert!(lake.latest_commit(&t).await?.is_none());
+    let opts = WriteOptions::default();
+    lake.write_batches(&t, vec![people(&[(1, "a")])], WriteMode::Append, &opts)
+        .await?;
+    let (v0, s0) = lake
+        .latest_commit(&t)
+        .await?
+        .ok_or("no commit after a write")?;
+    assert_eq!(v0, 0);
+    assert!(lake.still_latest(&t, v0, &s0).await?);
+
+    lake.write_batches(&t, vec![people(&[(2, "b")])], WriteMode::Append, &opts)
+        .await?;
+    assert!(!lake.still_latest(&t, v0, &s0).await?);
+    let (v1, s1) = lake
+        .latest_commit(&t)
+        .await?
+        .ok_or("no commit after a write")?;
+    assert_eq!(v1, 1);
+    assert!(lake.still_latest(&t, v1, &s1).await?);
+
+    lake.drop_table(&t).await?;
+    assert!(!lake.still_latest(&t, v1, &s1).await?);
+    lake.write_batches(&t, vec![people(&[(3, "c")])], WriteMode::Append, &opts)
+        .await?;
+    let (again, stamp) = lake
+        .latest_commit(&t)
+        .await?
+        .ok_or("no commit after a write")?;
+    assert_eq!(again, 0);
+    assert!(
+        !lake.still_latest(&t, v0, &s0).await?,
+        "a recreated table is not the old one"
+    );
+    assert!(lake.still_latest(&t, again, &stamp).await?);
+    Ok(())
+}
+
 both_backends!(
+    still_latest_sees_new_and_replaced_commits,
     create_with_schema_and_partitions,
     bad_partition_column,
     namespaces_and_listing,

@@ -391,6 +391,73 @@ print(a.fetchone())
     assert_eq!(lines[8], "(4,)", "{out}");
 }
 
+/// A server-side prepared statement (psycopg `prepare=True`, JDBC after its threshold) runs
+/// against the table as it is when it runs, with the principal's filter and mask; it reads
+/// the columns it was prepared with when columns were added, and asks to be prepared again
+/// when they changed. psycopg's `DEALLOCATE ALL` after DDL drops the connection's statements.
+#[test]
+fn prepared_statements_read_the_latest_version_each_time_they_run() {
+    let (_tmp, dir) = setup();
+    let s = serve(&dir);
+    let port = s.port.to_string();
+    let out = psycopg(
+        r#"
+import os, psycopg
+def connect(user):
+    return psycopg.connect(host="127.0.0.1", port=int(os.environ["PORT"]), user=user,
+                           password=os.environ["PASSWORD"], dbname="strata", autocommit=True)
+a = connect("alice").cursor()
+d = connect("admin").cursor()
+# DDL from another connection: psycopg drops its own prepared statements after DDL it runs.
+ddl = connect("admin").cursor()
+q = "SELECT id, email FROM marts.orders WHERE amount > %s ORDER BY id"
+a.execute(q, (0,), prepare=True); print(a.fetchall())
+d.execute("INSERT INTO marts.orders VALUES (4, 'dan@example.com', 'EU', 40)")
+a.execute(q, (0,), prepare=True); print(a.fetchall())
+d.execute("DELETE FROM marts.orders WHERE id = 1")
+a.execute(q, (0,), prepare=True); print(a.fetchall())
+c = "SELECT count(*) FROM marts.orders WHERE amount > %s"
+d.execute(c, (0,), prepare=True); print(d.fetchone()[0])
+s = "SELECT * FROM marts.orders WHERE id = %s"
+d.execute(s, (2,), prepare=True); print(len(d.fetchone()))
+ddl.execute("ALTER TABLE marts.orders ADD COLUMN note VARCHAR")
+d.execute(s, (2,), prepare=True); print(len(d.fetchone()))
+d.execute(c, (0,), prepare=True); print(d.fetchone()[0])
+ddl.execute("CREATE OR REPLACE TABLE marts.orders AS SELECT id, region, amount FROM marts.orders")
+try:
+    d.execute(s, (2,), prepare=True); print("unchanged", d.fetchone())
+except psycopg.Error as e:
+    print("changed", e.sqlstate, "prepare it again" in str(e))
+d.execute(s, (2,), prepare=False); print(len(d.fetchone()))
+ddl.execute("DROP TABLE marts.orders")
+try:
+    d.execute(c, (0,), prepare=True); print("still there", d.fetchone())
+except psycopg.Error as e:
+    print("dropped", e.sqlstate)
+ddl.execute("DEALLOCATE ALL"); print(ddl.statusmessage)
+"#,
+        &[("PORT", &port), ("PASSWORD", PASSWORD)],
+    );
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            "[(1, 'a***@example.com'), (3, 'c***@example.com')]",
+            "[(1, 'a***@example.com'), (3, 'c***@example.com'), (4, 'd***@example.com')]",
+            "[(3, 'c***@example.com'), (4, 'd***@example.com')]",
+            "3",
+            "4",
+            "4",
+            "3",
+            "changed 0A000 True",
+            "3",
+            "dropped 42P01",
+            "DEALLOCATE ALL",
+        ],
+        "{out}"
+    );
+}
+
 #[test]
 fn api_tokens_log_in_and_revocation_ends_open_connections() {
     let (_tmp, dir) = setup();
@@ -553,12 +620,21 @@ fn superusers_manage_roles_users_and_grants_in_sql() {
         PASSWORD,
         "CREATE ROLE bob LOGIN PASSWORD 'bobs pw' IN ROLE viewer",
     );
+    // PostgreSQL's CREATE USER: a role that logs in.
+    psql_ok(
+        s.port,
+        "admin",
+        PASSWORD,
+        "CREATE USER carol WITH PASSWORD 'carols pw' IN ROLE viewer",
+    );
     psql_ok(
         s.port,
         "admin",
         PASSWORD,
         "GRANT SELECT ON marts.orders, raw.secret TO viewer",
     );
+    let out = psql_ok(s.port, "carol", "carols pw", "SELECT x FROM raw.secret");
+    assert_eq!(out.trim(), "42");
     // marts.orders has row policies and none applies to viewers: no rows (default deny).
     let out = psql_ok(
         s.port,
@@ -569,6 +645,57 @@ fn superusers_manage_roles_users_and_grants_in_sql() {
     assert_eq!(out.trim(), "0");
     let out = psql_ok(s.port, "bob", "bobs pw", "SELECT x FROM raw.secret");
     assert_eq!(out.trim(), "42");
+    // Row filters in PostgreSQL's policy syntax.
+    let count_eventually = |expected: &str| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let out = psql_ok(
+                s.port,
+                "bob",
+                "bobs pw",
+                "SELECT count(*) FROM marts.orders",
+            );
+            if out.trim() == expected {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "bob counts {out}, not {expected}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    let out = psql_ok(
+        s.port,
+        "admin",
+        PASSWORD,
+        "CREATE POLICY small ON marts.orders FOR SELECT TO viewer USING (amount < 25)",
+    );
+    assert!(out.contains("CREATE POLICY"), "{out}");
+    count_eventually("2");
+    let err = psql_err(
+        s.port,
+        "admin",
+        PASSWORD,
+        "CREATE POLICY small ON marts.orders TO viewer USING (true)",
+    );
+    assert!(err.contains("already exists"), "{err}");
+    let err = psql_err(
+        s.port,
+        "alice",
+        PASSWORD,
+        "DROP POLICY own_region ON marts.orders",
+    );
+    assert!(err.contains("only superusers"), "{err}");
+    psql_ok(
+        s.port,
+        "admin",
+        PASSWORD,
+        "DROP POLICY small ON marts.orders",
+    );
+    count_eventually("0");
+    let policies = ok(&dir, &["--json", "policies", "list"]);
+    assert!(!policies.contains("small"), "{policies}");
     psql_ok(
         s.port,
         "admin",
