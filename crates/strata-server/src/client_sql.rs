@@ -18,8 +18,8 @@ use std::borrow::Cow;
 use std::ops::ControlFlow;
 
 use strata_engine::datafusion::sql::sqlparser::ast::{
-    BinaryOperator, Expr, FunctionArguments, ObjectName, Query, SelectItem, SetExpr, Statement,
-    TableFactor, TableWithJoins, Value, VisitMut, VisitorMut,
+    BinaryOperator, CastKind, DataType, Expr, FunctionArguments, Ident, ObjectName, Query,
+    SelectItem, SetExpr, Statement, TableFactor, TableWithJoins, Value, VisitMut, VisitorMut,
 };
 use strata_engine::datafusion::sql::sqlparser::ast::{JoinOperator, Visit, Visitor};
 use strata_engine::datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
@@ -92,6 +92,19 @@ pub(crate) fn rewrite(query: &str) -> Cow<'_, str> {
         }
     }
     let lower = out.to_ascii_lowercase();
+    if lower.contains("pg_class.reloptions")
+        && let Some(text) = storage_options_as_null(&out)
+    {
+        out = Cow::Owned(text);
+    }
+    let lower = out.to_ascii_lowercase();
+    if lower.contains("indkey")
+        && (lower.contains("unnest") || lower.contains("generate_subscripts"))
+        && let Some(text) = index_keys_as_arrays(&out)
+    {
+        out = Cow::Owned(text);
+    }
+    let lower = out.to_ascii_lowercase();
     if !COLUMN_PROPERTY_RELATIONS.iter().any(|r| lower.contains(r)) {
         return out;
     }
@@ -109,6 +122,118 @@ pub(crate) fn rewrite(query: &str) -> Cow<'_, str> {
     }
     let text: Vec<String> = statements.iter().map(ToString::to_string).collect();
     Cow::Owned(text.join("; "))
+}
+
+/// `SELECT … pg_class.reloptions …` (SQLAlchemy's table and index reflection asks for the
+/// storage options of relations): no relation has any here, and `pg_class` has no such
+/// column, so the item is `NULL AS reloptions`. `None` when nothing was rewritten.
+fn storage_options_as_null(query: &str) -> Option<String> {
+    struct Options {
+        rewrote: bool,
+    }
+    impl VisitorMut for Options {
+        type Break = ();
+        fn post_visit_query(&mut self, q: &mut Query) -> ControlFlow<()> {
+            let SetExpr::Select(select) = q.body.as_mut() else {
+                return ControlFlow::Continue(());
+            };
+            for item in &mut select.projection {
+                let SelectItem::UnnamedExpr(Expr::CompoundIdentifier(parts)) = item else {
+                    continue;
+                };
+                let names: Vec<String> = parts.iter().map(|p| p.value.to_lowercase()).collect();
+                if names.ends_with(&["pg_class".to_string(), "reloptions".to_string()]) {
+                    *item = SelectItem::ExprWithAlias {
+                        expr: Expr::Cast {
+                            kind: CastKind::Cast,
+                            expr: Box::new(Expr::value(Value::Null)),
+                            data_type: DataType::Text,
+                            array: false,
+                            format: None,
+                        },
+                        alias: Ident::new("reloptions"),
+                    };
+                    self.rewrote = true;
+                }
+            }
+            ControlFlow::Continue(())
+        }
+    }
+    let mut statements = Parser::parse_sql(&PostgreSqlDialect {}, query).ok()?;
+    let mut visitor = Options { rewrote: false };
+    let _ = VisitMut::visit(&mut statements, &mut visitor);
+    if !visitor.rewrote {
+        return None;
+    }
+    let text: Vec<String> = statements.iter().map(ToString::to_string).collect();
+    Some(text.join("; "))
+}
+
+/// The element type of a `pg_index` column of PostgreSQL's vector types (`int2vector`,
+/// `oidvector`), which are text here (`'1 2'`), from the column's (qualified) name.
+fn vector_type(column: &str) -> Option<&'static str> {
+    let column = column.to_ascii_lowercase();
+    let name = column.rsplit('.').next().unwrap_or(&column);
+    match name {
+        "indkey" | "indoption" => Some("SMALLINT"),
+        "indclass" | "indcollation" => Some("BIGINT"),
+        _ => None,
+    }
+}
+
+/// `unnest(v)` and `generate_subscripts(v, dim)` of a `pg_index` vector column ([`vector_type`])
+/// read it as the array it is. This is how SQLAlchemy's primary-key and index reflection lists
+/// a key's columns, in order. `None` when nothing was rewritten.
+fn index_keys_as_arrays(query: &str) -> Option<String> {
+    struct IndexKeys {
+        rewrote: bool,
+    }
+    impl VisitorMut for IndexKeys {
+        type Break = ();
+        fn post_visit_expr(&mut self, expr: &mut Expr) -> ControlFlow<()> {
+            let Expr::Function(f) = expr else {
+                return ControlFlow::Continue(());
+            };
+            let name = f.name.to_string().to_ascii_lowercase();
+            let FunctionArguments::List(list) = &f.args else {
+                return ControlFlow::Continue(());
+            };
+            let args: Vec<String> = list.args.iter().map(ToString::to_string).collect();
+            let keys = |a: &str| format!("string_to_array({a}, ' ')");
+            let text = match (name.as_str(), args.as_slice()) {
+                ("unnest" | "pg_catalog.unnest", [a]) if vector_type(a).is_some() => {
+                    let element = vector_type(a).unwrap_or("BIGINT");
+                    format!("unnest(CAST({} AS {element}[]))", keys(a))
+                }
+                // One dimension: subscripts 1..n for dimension 1, none for any other.
+                ("generate_subscripts" | "pg_catalog.generate_subscripts", [a, dim])
+                    if vector_type(a).is_some() =>
+                {
+                    format!(
+                        "unnest(range(1, CASE WHEN CAST({dim} AS BIGINT) = 1 THEN CAST(cardinality({}) AS BIGINT) + 1 ELSE 1 END))",
+                        keys(a)
+                    )
+                }
+                _ => return ControlFlow::Continue(()),
+            };
+            if let Ok(e) = Parser::new(&PostgreSqlDialect {})
+                .try_with_sql(&text)
+                .and_then(|mut p| p.parse_expr())
+            {
+                *expr = e;
+                self.rewrote = true;
+            }
+            ControlFlow::Continue(())
+        }
+    }
+    let mut statements = Parser::parse_sql(&PostgreSqlDialect {}, query).ok()?;
+    let mut visitor = IndexKeys { rewrote: false };
+    let _ = VisitMut::visit(&mut statements, &mut visitor);
+    if !visitor.rewrote {
+        return None;
+    }
+    let text: Vec<String> = statements.iter().map(ToString::to_string).collect();
+    Some(text.join("; "))
 }
 
 #[derive(Default)]
@@ -341,6 +466,30 @@ mod tests {
             "SELECT c.relchecks, ''\nFROM pg_catalog.pg_class c"
         );
         assert_eq!(rewrite("select 1"), "select 1");
+    }
+
+    #[test]
+    fn index_keys_are_read_as_arrays() {
+        let q = "SELECT unnest(pg_catalog.pg_index.indkey) AS attnum, generate_subscripts(pg_catalog.pg_index.indkey, $1::INTEGER) AS ord FROM pg_catalog.pg_index";
+        assert_eq!(
+            rewrite(q),
+            "SELECT unnest(CAST(string_to_array(pg_catalog.pg_index.indkey, ' ') AS SMALLINT[])) AS attnum, \
+             unnest(range(1, CASE WHEN CAST($1::INTEGER AS BIGINT) = 1 THEN CAST(cardinality(string_to_array(pg_catalog.pg_index.indkey, ' ')) AS BIGINT) + 1 ELSE 1 END)) AS ord \
+             FROM pg_catalog.pg_index"
+        );
+        // Other arrays are left alone.
+        let q = "SELECT unnest(conkey) FROM pg_catalog.pg_constraint";
+        assert_eq!(rewrite(q), q);
+    }
+
+    #[test]
+    fn storage_options_are_null() {
+        assert_eq!(
+            rewrite(
+                "SELECT pg_catalog.pg_class.oid, pg_catalog.pg_class.reloptions, NULL AS relhasoids FROM pg_catalog.pg_class"
+            ),
+            "SELECT pg_catalog.pg_class.oid, CAST(NULL AS TEXT) AS reloptions, NULL AS relhasoids FROM pg_catalog.pg_class"
+        );
     }
 
     #[test]

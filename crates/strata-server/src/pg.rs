@@ -366,11 +366,24 @@ async fn open(
         .map_err(|e| crate::Error::Internal(format!("pg_catalog: {e}")))?;
     ctx.register_udf(version_udf());
     ctx.register_udf(to_regtype_udf());
-    // Strata tables have no sequences; no object has a COMMENT here (psql's `\d+` and
-    // `\dt+` show the Description column empty); `pg_class` oids are not mapped back to
-    // lake tables, so sizes are unknown (`strata tables` shows them).
+    ctx.register_udf(current_setting_udf());
+    // Strata tables have no sequences, indexes or constraints; no object has a COMMENT here
+    // (psql's `\d+` and `\dt+` show the Description column empty); `pg_class` oids are not
+    // mapped back to lake tables, so sizes are unknown (`strata tables` shows them).
     let (text, int, bigint) = (DataType::Utf8, DataType::Int32, DataType::Int64);
     for (name, args, ret, volatility) in [
+        (
+            "pg_get_indexdef",
+            vec![bigint.clone(), bigint.clone(), DataType::Boolean],
+            text.clone(),
+            Volatility::Stable,
+        ),
+        (
+            "pg_get_constraintdef",
+            vec![bigint.clone(), DataType::Boolean],
+            text.clone(),
+            Volatility::Stable,
+        ),
         (
             "pg_get_serial_sequence",
             vec![text.clone(), text.clone()],
@@ -510,6 +523,57 @@ fn size_pretty(size: i64) -> String {
 
 /// `to_regtype(name)`: the oid of a built-in type by name, or NULL (drivers look types up
 /// this way, e.g. psycopg for `hstore`, which Strata does not have).
+/// `current_setting(name)` for the settings clients read (SQLAlchemy asks for
+/// `default_table_access_method` when reflecting a table), with the values this server runs
+/// with. An unknown name is an error, as in PostgreSQL.
+fn current_setting_udf() -> strata_engine::datafusion::logical_expr::ScalarUDF {
+    use strata_engine::datafusion::arrow::array::{Array, AsArray, StringArray};
+    use strata_engine::datafusion::common::exec_err;
+    use strata_engine::datafusion::logical_expr::{ColumnarValue, Volatility, create_udf};
+    fn setting(name: &str) -> Option<&'static str> {
+        Some(match name.trim().to_ascii_lowercase().as_str() {
+            "default_table_access_method" => "heap",
+            "server_version" => crate::SERVER_VERSION,
+            "server_encoding" | "client_encoding" => "UTF8",
+            "standard_conforming_strings" | "integer_datetimes" => "on",
+            "datestyle" => "ISO, MDY",
+            "timezone" => "UTC",
+            "search_path" => "\"$user\", public",
+            "max_identifier_length" => "63",
+            "transaction_isolation" | "default_transaction_isolation" => "read committed",
+            "transaction_read_only" | "default_transaction_read_only" => "off",
+            _ => return None,
+        })
+    }
+    create_udf(
+        "current_setting",
+        vec![DataType::Utf8],
+        DataType::Utf8,
+        Volatility::Stable,
+        Arc::new(|args| {
+            let arrays = ColumnarValue::values_to_arrays(args)?;
+            let names = arrays[0].as_string::<i32>();
+            let mut out = Vec::with_capacity(names.len());
+            for i in 0..names.len() {
+                if names.is_null(i) {
+                    out.push(None);
+                    continue;
+                }
+                match setting(names.value(i)) {
+                    Some(v) => out.push(Some(v)),
+                    None => {
+                        return exec_err!(
+                            "unrecognized configuration parameter \"{}\"",
+                            names.value(i)
+                        );
+                    }
+                }
+            }
+            Ok(ColumnarValue::Array(Arc::new(StringArray::from(out))))
+        }),
+    )
+}
+
 fn to_regtype_udf() -> strata_engine::datafusion::logical_expr::ScalarUDF {
     use strata_engine::datafusion::arrow::array::{Array, AsArray, Int32Array};
     use strata_engine::datafusion::logical_expr::{ColumnarValue, Volatility, create_udf};

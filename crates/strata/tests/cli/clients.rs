@@ -30,6 +30,10 @@ print("schemas", [s for s in insp.get_schema_names() if s in ("marts", "raw")])
 print("tables", insp.get_table_names(schema="marts"))
 print("columns", [(c["name"], str(c["type"]), c["default"]) for c in insp.get_columns("orders", schema="marts")])
 print("version", eng.dialect.server_version_info[:2])
+print("keys", insp.get_pk_constraint("orders", schema="marts")["constrained_columns"], insp.get_indexes("orders", schema="marts"))
+with eng.connect() as c:
+    t = pd.read_sql_table("orders", c, schema="marts")
+    print("table", sorted(t["id"].tolist()), sorted(t["email"].tolist()), list(t.columns))
 "#;
     let o = Command::new(python())
         .args(["-c", script])
@@ -58,6 +62,12 @@ print("version", eng.dialect.server_version_info[:2])
         "[('id', 'BIGINT', None), ('email', 'TEXT', None), ('region', 'TEXT', None), ('amount', 'BIGINT', None)]"
     );
     assert_eq!(line("version"), "(16, 6)");
+    // Strata tables have no keys or indexes; reflecting them (as read_sql_table does) works.
+    assert_eq!(line("keys"), "[] []");
+    assert_eq!(
+        line("table"),
+        "[1, 3] ['a***@example.com', 'c***@example.com'] ['id', 'email', 'region', 'amount']"
+    );
 }
 
 const JAVA: &str = r#"

@@ -294,7 +294,8 @@ fn rest_api_answers_under_the_same_grants_filters_and_masks() {
     );
     assert_eq!(r.text(), "{\"one\":1}\n");
 
-    // Arrow IPC and Parquet read back with pyarrow.
+    // Arrow IPC and Parquet read back with pyarrow (which may abort while its threads wind
+    // down at interpreter exit: the script leaves with os._exit once it has printed).
     let tmp = tempfile::tempdir().unwrap();
     for (accept, reader) in [
         (
@@ -319,10 +320,11 @@ fn rest_api_answers_under_the_same_grants_filters_and_masks() {
             .args([
                 "-c",
                 &format!(
-                    "import sys, pyarrow, pyarrow.ipc, pyarrow.parquet\n\
+                    "import os, sys, pyarrow, pyarrow.ipc, pyarrow.parquet\n\
                      data = open(sys.argv[1], 'rb').read()\n\
                      t = {reader}\n\
-                     print(t.column('email').to_pylist(), t.num_rows)"
+                     print(t.column('email').to_pylist(), t.num_rows, flush=True)\n\
+                     os._exit(0)"
                 ),
             ])
             .arg(&out)
