@@ -159,10 +159,21 @@ fn storage_options_as_null(query: &str) -> Option<String> {
             ControlFlow::Continue(())
         }
     }
+    rewrite_statements(query, |statements| {
+        let mut visitor = Options { rewrote: false };
+        let _ = VisitMut::visit(statements, &mut visitor);
+        visitor.rewrote
+    })
+}
+
+/// Parses `query` (PostgreSQL dialect), lets `rewrite` change the statements, and prints them
+/// back if it says it changed something.
+fn rewrite_statements(
+    query: &str,
+    rewrite: impl FnOnce(&mut Vec<Statement>) -> bool,
+) -> Option<String> {
     let mut statements = Parser::parse_sql(&PostgreSqlDialect {}, query).ok()?;
-    let mut visitor = Options { rewrote: false };
-    let _ = VisitMut::visit(&mut statements, &mut visitor);
-    if !visitor.rewrote {
+    if !rewrite(&mut statements) {
         return None;
     }
     let text: Vec<String> = statements.iter().map(ToString::to_string).collect();
@@ -226,14 +237,11 @@ fn index_keys_as_arrays(query: &str) -> Option<String> {
             ControlFlow::Continue(())
         }
     }
-    let mut statements = Parser::parse_sql(&PostgreSqlDialect {}, query).ok()?;
-    let mut visitor = IndexKeys { rewrote: false };
-    let _ = VisitMut::visit(&mut statements, &mut visitor);
-    if !visitor.rewrote {
-        return None;
-    }
-    let text: Vec<String> = statements.iter().map(ToString::to_string).collect();
-    Some(text.join("; "))
+    rewrite_statements(query, |statements| {
+        let mut visitor = IndexKeys { rewrote: false };
+        let _ = VisitMut::visit(statements, &mut visitor);
+        visitor.rewrote
+    })
 }
 
 #[derive(Default)]
