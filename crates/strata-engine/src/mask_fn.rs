@@ -68,9 +68,10 @@ impl TextMask {
             },
             TextMask::Hash => {
                 use sha2::Digest;
-                use std::fmt::Write;
+                const HEX: &[u8; 16] = b"0123456789abcdef";
                 for byte in sha2::Sha256::digest(value.as_bytes()) {
-                    let _ = write!(out, "{byte:02x}");
+                    out.push(char::from(HEX[usize::from(byte >> 4)]));
+                    out.push(char::from(HEX[usize::from(byte & 0x0f)]));
                 }
             }
         }

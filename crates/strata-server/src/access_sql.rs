@@ -1,7 +1,8 @@
 //! Access control in SQL, for superusers on any SQL surface: `CREATE ROLE`, `CREATE ROLE
 //! … LOGIN PASSWORD '…'` (a user), `DROP ROLE`, `GRANT`/`REVOKE` privileges on tables,
-//! schemas and `ALL TABLES IN SCHEMA`, and role membership with `CREATE ROLE … IN ROLE` /
-//! `… ROLE member`, `CREATE USER` (rewritten to `CREATE ROLE … LOGIN` by
+//! schemas and `ALL TABLES IN SCHEMA`, role membership with `GRANT role TO member` /
+//! `REVOKE role FROM member` (also spelled `GRANT ROLE role TO member`), `CREATE ROLE … IN
+//! ROLE` and `… ROLE member`, `CREATE USER` (rewritten to `CREATE ROLE … LOGIN` by
 //! [`crate::client_sql`]), and row filters with PostgreSQL's `CREATE POLICY … USING (…)` / `DROP
 //! POLICY`. The statements change the metadata store, exactly as the `strata users|roles|
 //! grants|policies` commands do.
@@ -37,6 +38,16 @@ pub(crate) enum AccessStatement {
     Grant(Vec<Grant>),
     /// `REVOKE …`.
     Revoke(Vec<Grant>),
+    /// `GRANT ROLE r TO m` (PostgreSQL's `GRANT r TO m`): `members` join each of `roles`.
+    GrantRoles {
+        roles: Vec<String>,
+        members: Vec<String>,
+    },
+    /// `REVOKE ROLE r FROM m` (PostgreSQL's `REVOKE r FROM m`).
+    RevokeRoles {
+        roles: Vec<String>,
+        members: Vec<String>,
+    },
     /// `CREATE POLICY p ON t [FOR SELECT] [TO r] USING (…)`: a row filter.
     CreatePolicy(RowPolicy),
     /// `DROP POLICY [IF EXISTS] p ON t`.
@@ -70,14 +81,18 @@ pub(crate) fn classify(
                     if_exists: *if_exists,
                 }),
         ),
-        Statement::Grant(g) => Some(
-            grants(&g.privileges, g.objects.as_ref(), &g.grantees, granted_by)
+        Statement::Grant(g) => Some(match role_membership(&g.privileges, g.objects.as_ref()) {
+            Some(roles) => grantee_names(&g.grantees)
+                .map(|members| AccessStatement::GrantRoles { roles, members }),
+            None => grants(&g.privileges, g.objects.as_ref(), &g.grantees, granted_by)
                 .map(AccessStatement::Grant),
-        ),
-        Statement::Revoke(r) => Some(
-            grants(&r.privileges, r.objects.as_ref(), &r.grantees, granted_by)
+        }),
+        Statement::Revoke(r) => Some(match role_membership(&r.privileges, r.objects.as_ref()) {
+            Some(roles) => grantee_names(&r.grantees)
+                .map(|members| AccessStatement::RevokeRoles { roles, members }),
+            None => grants(&r.privileges, r.objects.as_ref(), &r.grantees, granted_by)
                 .map(AccessStatement::Revoke),
-        ),
+        }),
         Statement::CreatePolicy(p) => Some(create_policy(p)),
         Statement::DropPolicy(p) => {
             Some(
@@ -131,6 +146,31 @@ fn create_policy(p: &CreatePolicy) -> Result<AccessStatement, String> {
         predicate: using.to_string(),
         applies_to,
     }))
+}
+
+/// The roles of `GRANT ROLE a, ROLE b TO …` (no `ON`, every action a role); `None` for a
+/// grant of privileges.
+fn role_membership(privileges: &Privileges, objects: Option<&GrantObjects>) -> Option<Vec<String>> {
+    let (Privileges::Actions(actions), None) = (privileges, objects) else {
+        return None;
+    };
+    actions
+        .iter()
+        .map(|a| match a {
+            Action::Role { role } => ident(role).ok(),
+            _ => None,
+        })
+        .collect()
+}
+
+fn grantee_names(grantees: &[Grantee]) -> Result<Vec<String>, String> {
+    grantees
+        .iter()
+        .map(|g| match &g.name {
+            Some(GranteeName::ObjectName(n)) => ident(n),
+            _ => Err(format!("`{g}` is not a user or role")),
+        })
+        .collect()
 }
 
 fn ident(name: &ObjectName) -> Result<String, String> {
@@ -220,18 +260,12 @@ fn grants(
         }
         None => {
             return Err(
-                "role membership is granted with `strata roles grant <role> <member>` or `CREATE ROLE <member> IN ROLE <role>`"
+                "grant privileges ON a table or schema, or a role to a member (`GRANT analyst TO alice`)"
                     .into(),
             );
         }
     };
-    let grantees: Vec<String> = grantees
-        .iter()
-        .map(|g| match &g.name {
-            Some(GranteeName::ObjectName(n)) => ident(n),
-            _ => Err(format!("`{g}` is not a user or role")),
-        })
-        .collect::<Result<_, _>>()?;
+    let grantees = grantee_names(grantees)?;
     let mut out = Vec::new();
     for grantee in &grantees {
         for (kind, object) in &objects {
@@ -356,6 +390,22 @@ pub(crate) async fn apply(
                 meta.revoke(g).await?;
             }
             "REVOKE".into()
+        }
+        AccessStatement::GrantRoles { roles, members } => {
+            for role in &roles {
+                for member in &members {
+                    meta.grant_role(role, member).await?;
+                }
+            }
+            "GRANT ROLE".into()
+        }
+        AccessStatement::RevokeRoles { roles, members } => {
+            for role in &roles {
+                for member in &members {
+                    meta.revoke_role(role, member).await?;
+                }
+            }
+            "REVOKE ROLE".into()
         }
         AccessStatement::CreatePolicy(policy) => {
             let exists = meta
@@ -535,6 +585,25 @@ mod tests {
             )])
         );
         assert!(read("GRANT SELECT ON SEQUENCE s TO analyst").is_err());
+    }
+
+    #[test]
+    fn role_membership_is_read_from_grant_role() {
+        assert_eq!(
+            read("GRANT ROLE analyst, ROLE auditor TO alice, bob").unwrap(),
+            AccessStatement::GrantRoles {
+                roles: vec!["analyst".into(), "auditor".into()],
+                members: vec!["alice".into(), "bob".into()],
+            }
+        );
+        assert_eq!(
+            read("REVOKE ROLE analyst FROM alice").unwrap(),
+            AccessStatement::RevokeRoles {
+                roles: vec!["analyst".into()],
+                members: vec!["alice".into()],
+            }
+        );
+        assert!(read("GRANT SELECT TO alice").is_err());
     }
 
     #[test]

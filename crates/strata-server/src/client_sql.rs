@@ -54,6 +54,70 @@ fn create_user_as_role(query: &str) -> Option<String> {
     })
 }
 
+/// PostgreSQL's `GRANT r1, r2 TO m` / `REVOKE r FROM m` (role membership) as the parser
+/// reads it, `GRANT ROLE r1, ROLE r2 TO m`. `None` when `query` is not one such statement
+/// (a grant of privileges, or a statement that does not parse either way).
+fn grant_role_spelled_out(query: &str) -> Option<String> {
+    let text = query.trim().trim_end_matches(';').trim_end();
+    let (verb, rest) = text.split_once(|c: char| c.is_ascii_whitespace())?;
+    let to = if verb.eq_ignore_ascii_case("grant") {
+        "to"
+    } else if verb.eq_ignore_ascii_case("revoke") {
+        "from"
+    } else {
+        return None;
+    };
+    let words: Vec<&str> = rest.split_ascii_whitespace().collect();
+    let at = words.iter().position(|w| w.eq_ignore_ascii_case(to))?;
+    let listed = words[..at].join(" ");
+    let roles: Vec<&str> = listed
+        .split(',')
+        .map(|r| roles_only(r.trim()))
+        .collect::<Option<_>>()?;
+    let candidate = format!(
+        "{} {} {}",
+        verb.to_ascii_uppercase(),
+        roles
+            .iter()
+            .map(|r| format!("ROLE {r}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        words[at..].join(" ")
+    );
+    let parsed = Parser::parse_sql(&PostgreSqlDialect {}, &candidate).ok()?;
+    matches!(
+        parsed.as_slice(),
+        [Statement::Grant(_) | Statement::Revoke(_)]
+    )
+    .then_some(candidate)
+}
+
+/// `word` if it can only be a role name: an identifier that is no privilege keyword.
+fn roles_only(word: &str) -> Option<&str> {
+    const PRIVILEGES: &[&str] = &[
+        "all",
+        "select",
+        "insert",
+        "update",
+        "delete",
+        "truncate",
+        "references",
+        "trigger",
+        "create",
+        "connect",
+        "temporary",
+        "temp",
+        "execute",
+        "usage",
+        "role",
+        "maintain",
+    ];
+    let plain = !word.is_empty()
+        && word.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && !word.starts_with(|c: char| c.is_ascii_digit());
+    (plain && !PRIVILEGES.iter().any(|p| word.eq_ignore_ascii_case(p))).then_some(word)
+}
+
 /// Fragments of the catalog queries clients send that DataFusion cannot plan, each with
 /// the text that means the same in Strata.
 const CLIENT_SQL_REWRITES: &[(&str, &str)] = &[
@@ -82,7 +146,7 @@ const SCALAR_FUNCTIONS: &[&str] = &[
 
 /// `query` with the fixed fragments replaced and column-property lookups folded to `NULL`.
 pub(crate) fn rewrite(query: &str) -> Cow<'_, str> {
-    if let Some(role) = create_user_as_role(query) {
+    if let Some(role) = create_user_as_role(query).or_else(|| grant_role_spelled_out(query)) {
         return Cow::Owned(role);
     }
     let mut out = Cow::Borrowed(query);
@@ -498,6 +562,26 @@ mod tests {
             ),
             "SELECT pg_catalog.pg_class.oid, CAST(NULL AS TEXT) AS reloptions, NULL AS relhasoids FROM pg_catalog.pg_class"
         );
+    }
+
+    #[test]
+    fn grant_role_to_member_is_spelled_out() {
+        assert_eq!(
+            rewrite("GRANT analyst, auditor TO alice;"),
+            "GRANT ROLE analyst, ROLE auditor TO alice"
+        );
+        assert_eq!(
+            rewrite("revoke analyst from alice"),
+            "REVOKE ROLE analyst from alice"
+        );
+        // Privileges stay as they are.
+        for q in [
+            "GRANT SELECT ON marts.orders TO analyst",
+            "GRANT ALL TO analyst",
+            "REVOKE USAGE ON SCHEMA marts FROM analyst",
+        ] {
+            assert_eq!(rewrite(q), q);
+        }
     }
 
     #[test]

@@ -658,7 +658,9 @@ pub(crate) async fn run_statements(
     sql: &str,
     params: &[strata_engine::datafusion::common::ScalarValue],
 ) -> Result<Ran, ApiError> {
-    let mut stmts = session.parse(sql).map_err(|e| ApiError::engine(&e))?;
+    // PostgreSQL's spellings the parser reads otherwise (`CREATE USER`, `GRANT role TO m`).
+    let sql = crate::client_sql::rewrite(sql);
+    let mut stmts = session.parse(&sql).map_err(|e| ApiError::engine(&e))?;
     if stmts.is_empty() {
         return Err(ApiError::bad_request("no statement to run"));
     }

@@ -635,6 +635,31 @@ fn superusers_manage_roles_users_and_grants_in_sql() {
     );
     let out = psql_ok(s.port, "carol", "carols pw", "SELECT x FROM raw.secret");
     assert_eq!(out.trim(), "42");
+    // Role membership in PostgreSQL's spelling.
+    psql_ok(
+        s.port,
+        "admin",
+        PASSWORD,
+        "CREATE USER dave PASSWORD 'daves pw'",
+    );
+    let err = psql_err(s.port, "dave", "daves pw", "SELECT x FROM raw.secret");
+    assert!(err.contains("not granted"), "{err}");
+    let out = psql_ok(s.port, "admin", PASSWORD, "GRANT viewer TO dave");
+    assert!(out.contains("GRANT ROLE"), "{out}");
+    let out = psql_ok(s.port, "dave", "daves pw", "SELECT x FROM raw.secret");
+    assert_eq!(out.trim(), "42");
+    psql_ok(s.port, "admin", PASSWORD, "REVOKE viewer FROM dave");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while psql(s.port, "dave", "daves pw", "SELECT x FROM raw.secret")
+        .status
+        .success()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the role revoke did not take effect"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
     // marts.orders has row policies and none applies to viewers: no rows (default deny).
     let out = psql_ok(
         s.port,
