@@ -10,7 +10,8 @@
 //!
 //! Between statements a connection checks whether access changed (a token revoked, a user
 //! disabled, grants edited): it ends if its credential no longer holds, and otherwise
-//! continues under the new policy.
+//! continues under the new policy; statements it prepared before are planned again under
+//! that policy before they next run.
 
 use std::fmt::Debug;
 use std::net::SocketAddr;
@@ -35,7 +36,7 @@ use pgwire::api::cancel::DefaultCancelHandler;
 use pgwire::api::portal::{Format, Portal};
 use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
 use pgwire::api::results::{FieldInfo, Response, Tag};
-use pgwire::api::stmt::QueryParser;
+use pgwire::api::stmt::{QueryParser, StoredStatement};
 use pgwire::api::store::PortalStore;
 use pgwire::api::{
     ClientInfo, ClientPortalStore, ConnectionGuard, ConnectionHandle, ConnectionManager,
@@ -43,6 +44,7 @@ use pgwire::api::{
     PidSecretKeyGenerator, RandomPidSecretKeyGenerator,
 };
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
+use pgwire::messages::extendedquery::{Parse, ParseComplete};
 use pgwire::messages::startup::Authentication;
 
 use crate::auth::ScramPlan;
@@ -118,6 +120,7 @@ pub(crate) async fn serve(
             query: Arc::new(ConnQuery {
                 slot,
                 shared: Arc::clone(&shared),
+                planned_under: Mutex::default(),
             }),
             cancel: Arc::clone(&cancel),
         };
@@ -624,6 +627,11 @@ fn to_regtype_udf() -> strata_engine::datafusion::logical_expr::ScalarUDF {
 struct ConnQuery {
     slot: Slot,
     shared: Arc<Shared>,
+    /// The access version each of the connection's prepared statements was planned under
+    /// (plans carry the principal's row filters and masks). A statement planned before
+    /// access changed is planned again before it runs, as PostgreSQL re-plans a cached plan
+    /// after a `GRANT`, `REVOKE` or policy change.
+    planned_under: Mutex<std::collections::HashMap<String, i64>>,
 }
 
 impl ConnQuery {
@@ -670,6 +678,89 @@ impl ConnQuery {
 }
 
 impl ConnQuery {
+    fn parser(&self, conn: &Conn) -> ClientSqlParser {
+        ClientSqlParser {
+            inner: conn.service.query_parser(),
+            engine: self.shared.engine.clone(),
+        }
+    }
+
+    /// `portal` with its statement planned again under `conn`'s policy when it was planned
+    /// under an older one; the new plan replaces the stored statement for later binds.
+    async fn current_plan<C>(
+        &self,
+        client: &C,
+        conn: &Conn,
+        portal: &Portal<<Self as ExtendedQueryHandler>::Statement>,
+    ) -> PgWireResult<Option<Portal<<Self as ExtendedQueryHandler>::Statement>>>
+    where
+        C: ClientInfo + ClientPortalStore + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = <Self as ExtendedQueryHandler>::Statement>,
+    {
+        let stored = &portal.statement;
+        let planned = self
+            .planned_under
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&stored.id)
+            .copied();
+        if planned.is_none_or(|version| version >= conn.version) {
+            return Ok(None);
+        }
+        let (sql, old) = &stored.statement;
+        let Some(old) = old else {
+            return Ok(None);
+        };
+        // The stored text is already rewritten for the catalog; plan it as it stands.
+        let parser = self.parser(conn);
+        let Some((_, Some(new))) = parser
+            .inner
+            .parse_sql(client, sql, &stored.parameter_types)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let new = (
+            new.0,
+            self.shared
+                .engine
+                .scan_latest_when_run(new.1)
+                .map_err(|e| crate::errors::to_pgwire(&e))?,
+        );
+        // The client was told the result's columns when it prepared the statement.
+        let columns = |plan: &LogicalPlan| {
+            plan.schema()
+                .fields()
+                .iter()
+                .map(|f| (f.name().clone(), f.data_type().clone()))
+                .collect::<Vec<_>>()
+        };
+        if columns(&new.1) != columns(&old.1) {
+            return Err(error(
+                "0A000",
+                "cached plan must not change result type: access to the statement's tables changed since it was prepared; prepare it again",
+            ));
+        }
+        let statement = Arc::new(StoredStatement::new(
+            stored.id.clone(),
+            (sql.clone(), Some(new)),
+            stored.parameter_types.clone(),
+        ));
+        client.portal_store().put_statement(Arc::clone(&statement));
+        self.planned_under
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(stored.id.clone(), conn.version);
+        let mut replanned = Portal::default();
+        replanned.name.clone_from(&portal.name);
+        replanned.statement = statement;
+        replanned.parameter_format = portal.parameter_format.clone();
+        replanned.parameters.clone_from(&portal.parameters);
+        replanned.result_column_format = portal.result_column_format.clone();
+        replanned.state = Arc::clone(&portal.state);
+        Ok(Some(replanned))
+    }
+
     /// Logs a statement: who, what, how it ended (a refusal is `denied`), how long.
     fn audit<T>(
         &self,
@@ -743,10 +834,40 @@ impl ExtendedQueryHandler for ConnQuery {
             .unwrap_or_else(|e| e.into_inner())
             .clone()
             .expect("extended queries arrive only after login");
-        Arc::new(ClientSqlParser {
-            inner: conn.service.query_parser(),
-            engine: self.shared.engine.clone(),
-        })
+        Arc::new(self.parser(&conn))
+    }
+
+    /// Plans under the current policy (the session re-opened first if access changed) and
+    /// remembers which policy that was.
+    async fn on_parse<C>(&self, client: &mut C, message: Parse) -> PgWireResult<()>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let conn = self.conn().await?;
+        let name = message
+            .name
+            .clone()
+            .unwrap_or_else(|| pgwire::api::DEFAULT_NAME.to_owned());
+        match StoredStatement::parse(client, &message, self.parser(&conn)).await? {
+            Some(stmt) => client.portal_store().put_statement(Arc::new(stmt)),
+            None => client.portal_store().put_empty_statement(&name),
+        }
+        {
+            let mut planned = self.planned_under.lock().unwrap_or_else(|e| e.into_inner());
+            planned.insert(name, conn.version);
+            // Forget statements the client closed or deallocated.
+            if planned.len() > 256 {
+                let store = client.portal_store();
+                planned.retain(|name, _| store.get_statement(name).is_some());
+            }
+        }
+        client
+            .send(PgWireBackendMessage::ParseComplete(ParseComplete::new()))
+            .await?;
+        Ok(())
     }
 
     async fn do_query<C>(
@@ -762,10 +883,11 @@ impl ExtendedQueryHandler for ConnQuery {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         let conn = self.conn().await?;
+        let replanned = self.current_plan(client, &conn, portal).await?;
         <DfSessionService as ExtendedQueryHandler>::do_query(
             &conn.service,
             client,
-            portal,
+            replanned.as_ref().unwrap_or(portal),
             max_rows,
         )
         .await

@@ -159,6 +159,14 @@ fn psycopg(script: &str, env: &[(&str, &str)]) -> String {
     stdout(&o)
 }
 
+/// The start of psycopg scripts: `connect(user)` opens an autocommit connection to `PORT`
+/// with `PASSWORD`.
+const CONNECT: &str = r#"import os, psycopg
+def connect(user):
+    return psycopg.connect(host="127.0.0.1", port=int(os.environ["PORT"]), user=user,
+                           password=os.environ["PASSWORD"], dbname="strata", autocommit=True)
+"#;
+
 /// A project with `marts.orders`, an analyst `alice` (region EU) who sees EU orders with
 /// masked emails, and a superuser `admin`.
 pub(crate) fn setup() -> (tempfile::TempDir, std::path::PathBuf) {
@@ -401,12 +409,9 @@ fn prepared_statements_read_the_latest_version_each_time_they_run() {
     let s = serve(&dir);
     let port = s.port.to_string();
     let out = psycopg(
-        r#"
-import os, psycopg
-def connect(user):
-    return psycopg.connect(host="127.0.0.1", port=int(os.environ["PORT"]), user=user,
-                           password=os.environ["PASSWORD"], dbname="strata", autocommit=True)
-a = connect("alice").cursor()
+        &format!(
+            r#"
+{CONNECT}a = connect("alice").cursor()
 d = connect("admin").cursor()
 # DDL from another connection: psycopg drops its own prepared statements after DDL it runs.
 ddl = connect("admin").cursor()
@@ -435,7 +440,8 @@ try:
 except psycopg.Error as e:
     print("dropped", e.sqlstate)
 ddl.execute("DEALLOCATE ALL"); print(ddl.statusmessage)
-"#,
+"#
+        ),
         &[("PORT", &port), ("PASSWORD", PASSWORD)],
     );
     let lines: Vec<&str> = out.lines().collect();
@@ -453,6 +459,58 @@ ddl.execute("DEALLOCATE ALL"); print(ddl.statusmessage)
             "3",
             "dropped 42P01",
             "DEALLOCATE ALL",
+        ],
+        "{out}"
+    );
+}
+
+/// A statement prepared before a policy or grant changed runs under the new access, as
+/// PostgreSQL re-plans a cached plan after `REVOKE`: the row filter it was planned with goes
+/// away with the policy, and a revoked grant refuses it.
+#[test]
+fn prepared_statements_follow_access_changes_made_after_they_were_prepared() {
+    let (_tmp, dir) = setup();
+    let s = serve(&dir);
+    let port = s.port.to_string();
+    let out = psycopg(
+        &format!(
+            r#"
+import time
+{CONNECT}a = connect("alice").cursor()
+d = connect("admin").cursor()
+q = "SELECT id, email FROM marts.orders WHERE amount > %s ORDER BY id"
+a.execute(q, (0,), prepare=True); print(a.fetchall())
+# Prepared under the row filter; the filter goes away.
+d.execute("DROP POLICY own_region ON marts.orders")
+time.sleep(2.5)
+a.execute(q, (0,), prepare=True); print(a.fetchall())
+# Prepared again after the change, before any other statement ran on the connection.
+d.execute("CREATE POLICY own_region ON marts.orders TO analyst USING (region = current_user_attribute('region'))")
+time.sleep(2.5)
+p = "SELECT count(*) FROM marts.orders WHERE amount > %s"
+a.execute(p, (0,), prepare=True); print(a.fetchone()[0])
+a.execute(q, (0,), prepare=True); print(a.fetchall())
+d.execute("REVOKE SELECT ON SCHEMA marts FROM analyst")
+time.sleep(2.5)
+for sql in (q, p):
+    try:
+        a.execute(sql, (0,), prepare=True); print("still readable", a.fetchall())
+    except psycopg.Error as e:
+        print("refused", e.sqlstate)
+"#
+        ),
+        &[("PORT", &port), ("PASSWORD", PASSWORD)],
+    );
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            "[(1, 'a***@example.com'), (3, 'c***@example.com')]",
+            "[(1, 'a***@example.com'), (2, 'b***@example.com'), (3, 'c***@example.com')]",
+            "2",
+            "[(1, 'a***@example.com'), (3, 'c***@example.com')]",
+            "refused 42501",
+            "refused 42501",
         ],
         "{out}"
     );
