@@ -15,6 +15,8 @@ use tokio::sync::mpsc;
 
 /// Entries waiting to be written before new ones are dropped (and counted).
 const QUEUE: usize = 10_000;
+/// Entries written in one transaction at most.
+const BATCH: usize = 256;
 /// Statements longer than this are cut in the log.
 const MAX_STATEMENT: usize = 10_000;
 
@@ -30,16 +32,19 @@ impl AuditLog {
     pub fn start(meta: Arc<MetaStore>) -> (Self, tokio::task::JoinHandle<()>) {
         let (tx, mut rx) = mpsc::channel::<AuditEntry>(QUEUE);
         let writer = tokio::spawn(async move {
-            while let Some(entry) = rx.recv().await {
+            // What queued up while the last write ran goes in one transaction.
+            let mut batch = Vec::with_capacity(BATCH);
+            while rx.recv_many(&mut batch, BATCH).await > 0 {
                 let mut attempt = 0;
-                while let Err(e) = meta.record_audit(&entry).await {
+                while let Err(e) = meta.record_audits(&batch).await {
                     attempt += 1;
                     if attempt >= 3 {
-                        tracing::error!("could not write an audit entry: {e}");
+                        tracing::error!("could not write {} audit entries: {e}", batch.len());
                         break;
                     }
                     tokio::time::sleep(Duration::from_millis(100 * attempt)).await;
                 }
+                batch.clear();
             }
         });
         (

@@ -883,14 +883,31 @@ impl ExtendedQueryHandler for ConnQuery {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         let conn = self.conn().await?;
-        let replanned = self.current_plan(client, &conn, portal).await?;
-        <DfSessionService as ExtendedQueryHandler>::do_query(
-            &conn.service,
-            client,
-            replanned.as_ref().unwrap_or(portal),
-            max_rows,
-        )
-        .await
+        let started = Instant::now();
+        let result = match self.current_plan(client, &conn, portal).await {
+            Ok(replanned) => {
+                <DfSessionService as ExtendedQueryHandler>::do_query(
+                    &conn.service,
+                    client,
+                    replanned.as_ref().unwrap_or(portal),
+                    max_rows,
+                )
+                .await
+            }
+            Err(e) => Err(e),
+        };
+        let failed = match &result {
+            Ok(Response::Error(info)) => Some((info.code.clone(), info.message.clone())),
+            _ => None,
+        };
+        self.audit(
+            &conn,
+            &portal.statement.statement.0,
+            &result,
+            failed,
+            started,
+        );
+        result
     }
 }
 

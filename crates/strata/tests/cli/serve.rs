@@ -514,6 +514,39 @@ for sql in (q, p):
         ],
         "{out}"
     );
+
+    // Executions of prepared statements are audited like simple queries, refusals included.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let v: serde_json::Value =
+            serde_json::from_str(&ok(&dir, &["--json", "audit", "--limit", "200"])).unwrap();
+        let count = |outcome: &str| {
+            v.as_array()
+                .unwrap()
+                .iter()
+                .filter(|r| {
+                    let e = &r["entry"];
+                    e["principal"] == "alice"
+                        && e["surface"] == "pgwire"
+                        && e["outcome"] == outcome
+                        && e["statement"]
+                            .as_str()
+                            .unwrap_or_default()
+                            .contains("FROM marts.orders WHERE amount >")
+                })
+                .count()
+        };
+        if (count("ok"), count("denied")) == (4, 2) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "alice's prepared executions: {} ok, {} denied in {v:#}",
+            count("ok"),
+            count("denied")
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 #[test]
