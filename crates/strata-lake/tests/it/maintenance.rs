@@ -155,10 +155,13 @@ async fn zorder_rewrites_rows_in_key_order(ctx: Ctx) -> TestResult {
 }
 
 /// Z-ordered files are laid out for lookups: pages of `LOOKUP_PAGE_ROWS` rows, each with an
-/// offset index entry, so a reader decodes one small page per column to find a key.
+/// offset index entry, and small dictionaries, so a reader decodes one small page per column
+/// to find a key.
 async fn zorder_writes_small_indexed_pages(ctx: Ctx) -> TestResult {
     use object_store::ObjectStoreExt;
+    use strata_lake::deltalake::parquet::column::page::Page;
     use strata_lake::deltalake::parquet::file::metadata::{PageIndexPolicy, ParquetMetaDataReader};
+    use strata_lake::deltalake::parquet::file::reader::{FileReader, SerializedFileReader};
 
     let lake = &ctx.lake;
     let t = tn("raw.people");
@@ -197,6 +200,23 @@ async fn zorder_writes_small_indexed_pages(ctx: Ctx) -> TestResult {
                 expected_pages,
                 "row group {row_group}, column {column}"
             );
+        }
+    }
+    // High-cardinality columns keep no large dictionary: a lookup reads the dictionary page of
+    // every column it touches, whichever data page holds the key.
+    let reader = SerializedFileReader::new(bytes.clone())?;
+    for row_group in 0..reader.num_row_groups() {
+        for column in 0..meta.row_group(row_group).num_columns() {
+            let mut pages = reader
+                .get_row_group(row_group)?
+                .get_column_page_reader(column)?;
+            if let Some(Page::DictionaryPage { buf, .. }) = pages.get_next_page()? {
+                assert!(
+                    buf.len() <= 2 * strata_lake::LOOKUP_DICTIONARY_BYTES,
+                    "row group {row_group}, column {column}: a dictionary of {} bytes",
+                    buf.len()
+                );
+            }
         }
     }
     assert_eq!(
