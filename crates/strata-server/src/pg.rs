@@ -712,21 +712,13 @@ impl ConnQuery {
             return Ok(None);
         };
         // The stored text is already rewritten for the catalog; plan it as it stands.
-        let parser = self.parser(conn);
-        let Some((_, Some(new))) = parser
-            .inner
-            .parse_sql(client, sql, &stored.parameter_types)
+        let Some((_, Some(new))) = self
+            .parser(conn)
+            .plan(client, sql, &stored.parameter_types)
             .await?
         else {
             return Ok(None);
         };
-        let new = (
-            new.0,
-            self.shared
-                .engine
-                .scan_latest_when_run(new.1)
-                .map_err(|e| crate::errors::to_pgwire(&e))?,
-        );
         // The client was told the result's columns when it prepared the statement.
         let columns = |plan: &LogicalPlan| {
             plan.schema()
@@ -920,21 +912,19 @@ pub(crate) struct ClientSqlParser {
     engine: Engine,
 }
 
-#[async_trait]
-impl QueryParser for ClientSqlParser {
-    type Statement = <Parser as QueryParser>::Statement;
-
-    async fn parse_sql<C>(
+impl ClientSqlParser {
+    /// Plans `sql` as given (already rewritten for the catalog), with each table read at the
+    /// version latest when the plan runs.
+    async fn plan<C>(
         &self,
         client: &C,
         sql: &str,
         types: &[Option<Type>],
-    ) -> PgWireResult<Option<Self::Statement>>
+    ) -> PgWireResult<Option<<Parser as QueryParser>::Statement>>
     where
         C: ClientInfo + Unpin + Send + Sync,
     {
-        let sql = crate::client_sql::rewrite(sql);
-        let Some((query, planned)) = self.inner.parse_sql(client, &sql, types).await? else {
+        let Some((query, planned)) = self.inner.parse_sql(client, sql, types).await? else {
             return Ok(None);
         };
         let planned = match planned {
@@ -948,6 +938,24 @@ impl QueryParser for ClientSqlParser {
             None => None,
         };
         Ok(Some((query, planned)))
+    }
+}
+
+#[async_trait]
+impl QueryParser for ClientSqlParser {
+    type Statement = <Parser as QueryParser>::Statement;
+
+    async fn parse_sql<C>(
+        &self,
+        client: &C,
+        sql: &str,
+        types: &[Option<Type>],
+    ) -> PgWireResult<Option<Self::Statement>>
+    where
+        C: ClientInfo + Unpin + Send + Sync,
+    {
+        self.plan(client, &crate::client_sql::rewrite(sql), types)
+            .await
     }
 
     fn get_parameter_types(&self, stmt: &Self::Statement) -> PgWireResult<Vec<Type>> {
