@@ -48,8 +48,13 @@ pub(crate) struct LakeCatalog {
 #[derive(Debug, Default)]
 struct OpenTables(Mutex<HashMap<TableName, OpenTable>>);
 
-/// A table's provider, the version it reads and that version's commit file.
-type OpenTable = (u64, CommitStamp, Arc<dyn TableProvider>);
+/// A table's provider, the version it reads, that version's commit file and data files.
+type OpenTable = (
+    u64,
+    CommitStamp,
+    Arc<dyn TableProvider>,
+    Arc<crate::lookup::TableFiles>,
+);
 
 /// More open tables than this and the cache starts over (a snapshot holds a table's file
 /// list in memory).
@@ -109,6 +114,12 @@ impl CatalogProvider for LakeCatalog {
     }
 
     fn schema(&self, name: &str) -> Option<Arc<dyn SchemaProvider>> {
+        Some(Arc::new(self.lake_schema(name)?))
+    }
+}
+
+impl LakeCatalog {
+    fn lake_schema(&self, name: &str) -> Option<LakeSchema> {
         strata_types::validate_identifier(name).ok()?;
         let cached = self
             .names
@@ -117,14 +128,14 @@ impl CatalogProvider for LakeCatalog {
             .get(name)
             .cloned()
             .unwrap_or_default();
-        Some(Arc::new(LakeSchema {
+        Some(LakeSchema {
             namespace: name.to_string(),
             lake: self.lake.clone(),
             engine: Weak::clone(&self.engine),
             tables: cached.0,
             views: cached.1,
             open: Arc::clone(&self.open),
-        }))
+        })
     }
 }
 
@@ -136,6 +147,47 @@ struct LakeSchema {
     tables: Vec<String>,
     views: Vec<String>,
     open: Arc<OpenTables>,
+}
+
+impl LakeSchema {
+    /// The Delta table `t` at its latest version with its data files, if it is a table.
+    async fn lake_table(
+        &self,
+        t: &TableName,
+    ) -> Result<Option<(Arc<dyn TableProvider>, Arc<crate::lookup::TableFiles>)>, DataFusionError>
+    {
+        if let Some((version, stamp, provider, files)) = self.open.get(t)
+            && self
+                .lake
+                .still_latest(t, version, &stamp)
+                .await
+                .map_err(lake_err)?
+        {
+            crate::views::record_table(t, version);
+            return Ok(Some((provider, files)));
+        }
+        let latest = self.lake.latest_commit(t).await.map_err(lake_err)?;
+        if latest.is_none() && !self.lake.table_exists(t).await.map_err(lake_err)? {
+            return Ok(None);
+        }
+        let table = self.lake.open_table(t).await.map_err(lake_err)?;
+        let provider = crate::provider::delta_provider(&table).await?;
+        let files = Arc::new(crate::lookup::TableFiles::of(t, &table));
+        if let Some(version) = table.version() {
+            crate::views::record_table(t, version);
+            // Kept only when the stamp is that of the version opened (a commit may have
+            // landed between the listing and the opening).
+            if let Some((v, stamp)) = latest
+                && v == version
+            {
+                self.open.put(
+                    t.clone(),
+                    (version, stamp, Arc::clone(&provider), Arc::clone(&files)),
+                );
+            }
+        }
+        Ok(Some((provider, files)))
+    }
 }
 
 #[async_trait]
@@ -150,30 +202,7 @@ impl SchemaProvider for LakeSchema {
         let Ok(t) = TableName::new(&self.namespace, name) else {
             return Ok(None);
         };
-        if let Some((version, stamp, provider)) = self.open.get(&t)
-            && self
-                .lake
-                .still_latest(&t, version, &stamp)
-                .await
-                .map_err(lake_err)?
-        {
-            crate::views::record_table(&t, version);
-            return Ok(Some(provider));
-        }
-        let latest = self.lake.latest_commit(&t).await.map_err(lake_err)?;
-        if latest.is_some() || self.lake.table_exists(&t).await.map_err(lake_err)? {
-            let table = self.lake.open_table(&t).await.map_err(lake_err)?;
-            let provider = crate::provider::delta_provider(&table).await?;
-            if let Some(version) = table.version() {
-                crate::views::record_table(&t, version);
-                // Kept only when the stamp is that of the version opened (a commit may have
-                // landed between the listing and the opening).
-                if let Some((v, stamp)) = latest
-                    && v == version
-                {
-                    self.open.put(t, (version, stamp, Arc::clone(&provider)));
-                }
-            }
+        if let Some((provider, _)) = self.lake_table(&t).await? {
             return Ok(Some(provider));
         }
         if let Some(view) = self.lake.view(&t).await.map_err(lake_err)? {
@@ -260,33 +289,37 @@ fn latest_scan(
 
 /// A lake table resolved again each time a scan of it runs.
 #[derive(Debug)]
-struct Latest {
+pub(crate) struct Latest {
     catalog: Arc<LakeCatalog>,
-    table: TableName,
+    pub(crate) table: TableName,
     /// The provider the plan was made with: its schema is the one the plan expects.
     planned: Arc<dyn TableProvider>,
 }
 
 impl Latest {
     async fn resolve(&self) -> Result<Arc<dyn TableProvider>, DataFusionError> {
+        Ok(self.resolve_with_files().await?.0)
+    }
+
+    /// The table's provider at its latest version, and that version's data files.
+    pub(crate) async fn resolve_with_files(
+        &self,
+    ) -> Result<(Arc<dyn TableProvider>, Arc<crate::lookup::TableFiles>), DataFusionError> {
         let t = &self.table;
         let gone = || {
             DataFusionError::Plan(format!(
                 "table `{t}` does not exist any more; it was dropped after this statement was prepared"
             ))
         };
-        let schema = self.catalog.schema(&t.namespace).ok_or_else(gone)?;
-        let current = schema.table(&t.name).await?.ok_or_else(gone)?;
-        if current.table_type() != TableType::Base {
-            return Err(gone());
-        }
+        let schema = self.catalog.lake_schema(&t.namespace).ok_or_else(gone)?;
+        let (current, files) = schema.lake_table(t).await?.ok_or_else(gone)?;
         let (was, now) = (self.planned.schema(), current.schema());
         if !starts_with_columns(&now, &was) {
             return Err(DataFusionError::NotImplemented(format!(
                 "the columns of `{t}` changed after this statement was prepared; prepare it again"
             )));
         }
-        Ok(current)
+        Ok((current, files))
     }
 }
 

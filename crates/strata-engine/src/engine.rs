@@ -45,6 +45,8 @@ pub(crate) struct EngineInner {
     view_context: OnceLock<SessionContext>,
     /// Plans of stored views, reused while their definitions and tables are unchanged.
     view_plans: crate::views::ViewPlans,
+    /// Footers of the files point lookups read.
+    footers: Arc<crate::lookup::Footers>,
 }
 
 impl std::fmt::Debug for EngineInner {
@@ -118,6 +120,7 @@ impl Engine {
             runtime,
             view_context: OnceLock::new(),
             view_plans: Default::default(),
+            footers: Arc::default(),
         });
         inner.catalog.refresh().await?;
         Ok(Self { inner })
@@ -308,6 +311,18 @@ impl Session {
     /// The lake.
     pub fn lake(&self) -> &Lake {
         &self.engine.lake
+    }
+
+    /// The lookup that answers `plan` (a statement kept to run many times, its parameters
+    /// unbound) by reading only the pages that can hold its key, if `plan` is a key lookup on
+    /// one lake table. The session's row policies and column masks are part of it.
+    pub fn key_lookup(&self, plan: &LogicalPlan) -> Option<crate::lookup::KeyLookup> {
+        crate::lookup::KeyLookup::of(
+            plan,
+            &self.ctx.state(),
+            self.engine.lake.store(),
+            Arc::clone(&self.engine.footers),
+        )
     }
 
     /// The principal's access, for a session opened with [`Engine::session_for`].

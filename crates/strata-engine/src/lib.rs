@@ -34,6 +34,7 @@ mod dml;
 mod engine;
 mod error;
 pub mod lineage;
+mod lookup;
 mod mask_fn;
 mod provider;
 mod time_travel;
@@ -48,6 +49,7 @@ pub use datafusion;
 pub use dialect::StrataDialect;
 pub use engine::{Engine, Session, StatementResult};
 pub use error::{Error, Result, find_denial as error_denial};
+pub use lookup::{KeyLookup, MAX_LOOKUP_FILES};
 
 /// The namespace unqualified table names resolve to.
 pub const DEFAULT_NAMESPACE: &str = "public";

@@ -19,6 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use async_trait::async_trait;
+use datafusion_postgres::arrow_pg;
 use datafusion_postgres::datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider;
 use datafusion_postgres::datafusion_pg_catalog::setup_pg_catalog;
 use datafusion_postgres::hooks::HookClient;
@@ -35,7 +36,7 @@ use pgwire::api::auth::{
 use pgwire::api::cancel::DefaultCancelHandler;
 use pgwire::api::portal::{Format, Portal};
 use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
-use pgwire::api::results::{FieldInfo, Response, Tag};
+use pgwire::api::results::{FieldInfo, QueryResponse, Response, Tag};
 use pgwire::api::stmt::{QueryParser, StoredStatement};
 use pgwire::api::store::PortalStore;
 use pgwire::api::{
@@ -44,8 +45,10 @@ use pgwire::api::{
     PidSecretKeyGenerator, RandomPidSecretKeyGenerator,
 };
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
+use pgwire::messages::data::DataRow;
 use pgwire::messages::extendedquery::{Parse, ParseComplete};
 use pgwire::messages::startup::Authentication;
+use pgwire::types::format::FormatOptions;
 
 use crate::auth::ScramPlan;
 use crate::scram;
@@ -86,6 +89,8 @@ struct Conn {
     /// Access version the session was opened at.
     version: i64,
     service: Arc<DfSessionService>,
+    /// The engine session behind `service` (same context, same policy).
+    session: Session,
 }
 
 type Slot = Arc<Mutex<Option<Arc<Conn>>>>;
@@ -121,6 +126,7 @@ pub(crate) async fn serve(
                 slot,
                 shared: Arc::clone(&shared),
                 planned_under: Mutex::default(),
+                lookups: Mutex::default(),
             }),
             cancel: Arc::clone(&cancel),
         };
@@ -432,6 +438,7 @@ async fn open(
         credential,
         version,
         service,
+        session,
     })
 }
 
@@ -632,6 +639,58 @@ struct ConnQuery {
     /// access changed is planned again before it runs, as PostgreSQL re-plans a cached plan
     /// after a `GRANT`, `REVOKE` or policy change.
     planned_under: Mutex<std::collections::HashMap<String, i64>>,
+    /// Statements answered as key lookups ([`strata_engine::KeyLookup`]), by name: the stored
+    /// statement and access version each was made for, and the lookup (`None`: not one).
+    lookups: Mutex<std::collections::HashMap<String, LookupEntry>>,
+}
+
+type StoredPlan = StoredStatement<<ConnQuery as ExtendedQueryHandler>::Statement>;
+
+/// A stored statement, the access version it was examined under, and its lookup if any.
+type LookupEntry = (Arc<StoredPlan>, i64, Option<Arc<PreparedLookup>>);
+
+/// A statement answered as a key lookup, with what binding its parameters needs.
+struct PreparedLookup {
+    lookup: strata_engine::KeyLookup,
+    /// The parameters' types as the plan infers them and as the wire carries them, in `$n`
+    /// order.
+    inferred: Vec<Option<DataType>>,
+    wire: Vec<Option<Type>>,
+}
+
+impl PreparedLookup {
+    fn of(conn: &Conn, plan: &LogicalPlan) -> Option<Self> {
+        let types = plan.get_parameter_types().ok()?;
+        let mut ordered: Vec<(u32, Option<DataType>)> = types
+            .into_iter()
+            .map(|(id, t)| Some((id.strip_prefix('$')?.parse().ok()?, t)))
+            .collect::<Option<_>>()?;
+        ordered.sort_by_key(|(n, _)| *n);
+        // Positional parameters $1..$n, each of a known, plain type.
+        let plain = ordered
+            .iter()
+            .enumerate()
+            .all(|(i, (n, t))| usize::try_from(*n).is_ok_and(|n| n == i + 1) && t.is_some());
+        if !plain {
+            return None;
+        }
+        let inferred: Vec<Option<DataType>> = ordered.into_iter().map(|(_, t)| t).collect();
+        let wire = inferred
+            .iter()
+            .map(|t| {
+                t.as_ref()
+                    .and_then(|t| arrow_pg::datatypes::into_pg_type(t).ok())
+            })
+            .collect::<Vec<_>>();
+        if wire.iter().any(Option::is_none) {
+            return None;
+        }
+        Some(Self {
+            lookup: conn.session.key_lookup(plan)?,
+            inferred,
+            wire,
+        })
+    }
 }
 
 impl ConnQuery {
@@ -751,6 +810,83 @@ impl ConnQuery {
         replanned.result_column_format = portal.result_column_format.clone();
         replanned.state = Arc::clone(&portal.state);
         Ok(Some(replanned))
+    }
+
+    /// The answer to `portal` when its statement is a key lookup the engine can answer by
+    /// reading only the pages holding the key; `None` to run it the general way.
+    async fn lookup<C>(
+        &self,
+        client: &C,
+        conn: &Conn,
+        portal: &Portal<<Self as ExtendedQueryHandler>::Statement>,
+    ) -> Option<PgWireResult<Response>>
+    where
+        C: ClientInfo,
+    {
+        let (_, Some((Statement::Query(_), plan))) = &portal.statement.statement else {
+            return None;
+        };
+        let prepared = self.prepared_lookup(conn, &portal.statement, plan)?;
+        let inferred: Vec<Option<&DataType>> =
+            prepared.inferred.iter().map(Option::as_ref).collect();
+        let wire: Vec<Option<&Type>> = prepared.wire.iter().map(Option::as_ref).collect();
+        let params = match arrow_pg::datatypes::df::deserialize_parameters_with_server_types(
+            portal, &inferred, &wire,
+        ) {
+            Ok(params) => params,
+            Err(e) => return Some(Err(e)),
+        };
+        let batches = match prepared.lookup.run(Some(&params)).await {
+            Ok(Some(batches)) => batches,
+            Ok(None) => return None,
+            Err(e) => return Some(Err(PgWireError::ApiError(Box::new(e)))),
+        };
+        let options = Arc::new(FormatOptions::from_client_metadata(client.metadata()));
+        let fields = match arrow_pg::datatypes::arrow_schema_to_pg_fields(
+            prepared.lookup.schema().as_arrow(),
+            &portal.result_column_format,
+            Some(options),
+        ) {
+            Ok(fields) => Arc::new(fields),
+            Err(e) => return Some(Err(e)),
+        };
+        let rows: Vec<PgWireResult<DataRow>> = batches
+            .into_iter()
+            .flat_map(|b| arrow_pg::datatypes::encode_recordbatch(Arc::clone(&fields), b))
+            .collect();
+        Some(Ok(Response::Query(QueryResponse::new(
+            fields,
+            futures::stream::iter(rows),
+        ))))
+    }
+
+    /// The key lookup of `stored` (made on its first run, kept while the statement and the
+    /// access it was planned under stay), or `None` when it is not one.
+    fn prepared_lookup(
+        &self,
+        conn: &Conn,
+        stored: &Arc<StoredPlan>,
+        plan: &LogicalPlan,
+    ) -> Option<Arc<PreparedLookup>> {
+        {
+            let lookups = self.lookups.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some((kept, version, lookup)) = lookups.get(&stored.id)
+                && Arc::ptr_eq(kept, stored)
+                && *version == conn.version
+            {
+                return lookup.clone();
+            }
+        }
+        let lookup = PreparedLookup::of(conn, plan).map(Arc::new);
+        let mut lookups = self.lookups.lock().unwrap_or_else(|e| e.into_inner());
+        if lookups.len() >= 256 {
+            lookups.clear();
+        }
+        lookups.insert(
+            stored.id.clone(),
+            (Arc::clone(stored), conn.version, lookup.clone()),
+        );
+        lookup
     }
 
     /// Logs a statement: who, what, how it ended (a refusal is `denied`), how long.
@@ -878,13 +1014,19 @@ impl ExtendedQueryHandler for ConnQuery {
         let started = Instant::now();
         let result = match self.current_plan(client, &conn, portal).await {
             Ok(replanned) => {
-                <DfSessionService as ExtendedQueryHandler>::do_query(
-                    &conn.service,
-                    client,
-                    replanned.as_ref().unwrap_or(portal),
-                    max_rows,
-                )
-                .await
+                let portal = replanned.as_ref().unwrap_or(portal);
+                match self.lookup(client, &conn, portal).await {
+                    Some(answer) => answer,
+                    None => {
+                        <DfSessionService as ExtendedQueryHandler>::do_query(
+                            &conn.service,
+                            client,
+                            portal,
+                            max_rows,
+                        )
+                        .await
+                    }
+                }
             }
             Err(e) => Err(e),
         };

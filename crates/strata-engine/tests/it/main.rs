@@ -2,6 +2,7 @@
 //! run against a real lake in a temporary directory, plus engine-level checks.
 
 mod access;
+mod lookup;
 mod memory;
 mod slt;
 mod view_chain;
