@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, AsArray, StringBuilder};
+use datafusion::arrow::array::{Array, AsArray, StringBuilder, StringViewBuilder};
 use datafusion::arrow::datatypes::DataType;
 use datafusion::common::{Result, plan_err};
 use datafusion::logical_expr::{
@@ -45,6 +45,22 @@ impl TextMask {
             TextMask::Partial {
                 keep_start,
                 keep_end,
+            } if value.is_ascii() => {
+                // Bytes are characters: no decoding, no counting.
+                let n = value.len();
+                let whole = n <= keep_start.saturating_add(keep_end);
+                out.extend(value.bytes().enumerate().map(|(i, b)| {
+                    let kept = !whole && (i < keep_start || i >= n - keep_end);
+                    char::from(if !kept && b.is_ascii_alphanumeric() {
+                        b'*'
+                    } else {
+                        b
+                    })
+                }));
+            }
+            TextMask::Partial {
+                keep_start,
+                keep_end,
             } => {
                 let n = value.chars().count();
                 let whole = n <= keep_start.saturating_add(keep_end);
@@ -69,10 +85,15 @@ impl TextMask {
             TextMask::Hash => {
                 use sha2::Digest;
                 const HEX: &[u8; 16] = b"0123456789abcdef";
-                for byte in sha2::Sha256::digest(value.as_bytes()) {
-                    out.push(char::from(HEX[usize::from(byte >> 4)]));
-                    out.push(char::from(HEX[usize::from(byte & 0x0f)]));
+                let mut hex = [0u8; 64];
+                for (pair, byte) in hex
+                    .chunks_exact_mut(2)
+                    .zip(sha2::Sha256::digest(value.as_bytes()))
+                {
+                    pair[0] = HEX[usize::from(byte >> 4)];
+                    pair[1] = HEX[usize::from(byte & 0x0f)];
                 }
+                out.push_str(std::str::from_utf8(&hex).unwrap_or_default());
             }
         }
     }
@@ -99,9 +120,9 @@ impl ScalarUDFImpl for MaskFn {
 
     fn return_type(&self, args: &[DataType]) -> Result<DataType> {
         match args.first() {
-            Some(DataType::Utf8 | DataType::Utf8View | DataType::LargeUtf8 | DataType::Null) => {
-                Ok(DataType::Utf8)
-            }
+            // Masked values keep the layout of the column (no cast back after masking).
+            Some(DataType::Utf8View) => Ok(DataType::Utf8View),
+            Some(DataType::Utf8 | DataType::LargeUtf8 | DataType::Null) => Ok(DataType::Utf8),
             other => plan_err!("{}: expected text, got {other:?}", self.name()),
         }
     }
@@ -110,8 +131,21 @@ impl ScalarUDFImpl for MaskFn {
         let arrays = ColumnarValue::values_to_arrays(&args.args)?;
         let input = &arrays[0];
         let per_value = if self.mask == TextMask::Hash { 64 } else { 16 };
-        let mut out = StringBuilder::with_capacity(input.len(), input.len() * per_value);
         let mut buf = String::new();
+        if let DataType::Utf8View = input.data_type() {
+            let mut out = StringViewBuilder::with_capacity(input.len());
+            for v in input.as_string_view().iter() {
+                match v {
+                    Some(v) => {
+                        self.mask.apply(v, &mut buf);
+                        out.append_value(&buf);
+                    }
+                    None => out.append_null(),
+                }
+            }
+            return Ok(ColumnarValue::Array(Arc::new(out.finish())));
+        }
+        let mut out = StringBuilder::with_capacity(input.len(), input.len() * per_value);
         let mut push = |v: Option<&str>| match v {
             Some(v) => {
                 self.mask.apply(v, &mut buf);
@@ -120,7 +154,6 @@ impl ScalarUDFImpl for MaskFn {
             None => out.append_null(),
         };
         match input.data_type() {
-            DataType::Utf8View => input.as_string_view().iter().for_each(&mut push),
             DataType::LargeUtf8 => input.as_string::<i64>().iter().for_each(&mut push),
             DataType::Utf8 => input.as_string::<i32>().iter().for_each(&mut push),
             _ => (0..input.len()).for_each(|_| push(None)),
@@ -174,6 +207,41 @@ mod tests {
         assert_eq!(masked(TextMask::Email, "@x.com"), "****");
         assert_eq!(masked(TextMask::Email, "no-at-sign"), "****");
         assert_eq!(masked(TextMask::Email, ""), "****");
+    }
+
+    #[test]
+    fn masked_columns_keep_their_string_layout() {
+        use datafusion::arrow::array::{ArrayRef, StringViewArray};
+        use datafusion::arrow::datatypes::Field;
+        let input: ArrayRef = Arc::new(StringViewArray::from(vec![
+            Some("Clerk#000000951"),
+            None,
+            Some("ñandú-42"),
+        ]));
+        let udf = TextMask::Partial {
+            keep_start: 0,
+            keep_end: 3,
+        }
+        .udf();
+        assert_eq!(
+            udf.return_type(&[DataType::Utf8View]).unwrap(),
+            DataType::Utf8View
+        );
+        let out = udf
+            .invoke_with_args(ScalarFunctionArgs {
+                args: vec![ColumnarValue::Array(input)],
+                arg_fields: vec![Arc::new(Field::new("c", DataType::Utf8View, true))],
+                number_rows: 3,
+                return_field: Arc::new(Field::new("c", DataType::Utf8View, true)),
+                config_options: Arc::default(),
+            })
+            .unwrap()
+            .into_array(3)
+            .unwrap();
+        let out = out.as_string_view();
+        assert_eq!(out.value(0), "*****#******951");
+        assert!(out.is_null(1));
+        assert_eq!(out.value(2), "ñ***ú-42");
     }
 
     #[test]
