@@ -271,8 +271,8 @@ impl KeyLookup {
         footers: Arc<Footers>,
     ) -> Option<Self> {
         // Cheap refusal before analyzing: the shape.
-        chain(plan)?;
-        if !has_filter(plan) {
+        let (steps, _) = chain(plan)?;
+        if !steps.iter().any(|s| matches!(s, Step::Filter { .. })) {
             return None;
         }
         let analyzed = state
@@ -621,19 +621,6 @@ fn chain(plan: &LogicalPlan) -> Option<(Vec<Step>, &datafusion::logical_expr::Ta
     };
     steps.reverse();
     Some((steps, scan))
-}
-
-fn has_filter(plan: &LogicalPlan) -> bool {
-    let mut found = false;
-    let _ = plan.apply(|node| {
-        found |= matches!(node, LogicalPlan::Filter(_));
-        Ok(if found {
-            TreeNodeRecursion::Stop
-        } else {
-            TreeNodeRecursion::Continue
-        })
-    });
-    found
 }
 
 /// Whether every function `plan` calls gives the same answer each time (the kept plan is
