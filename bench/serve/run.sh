@@ -41,6 +41,16 @@ if ! "$PY" -c "import pyarrow, psycopg, adbc_driver_flightsql, adbc_driver_postg
     adbc-driver-manager adbc-driver-flightsql adbc-driver-postgresql
 fi
 
+# Load generators written in C, so the client is not what is measured: pgbench (shipped
+# with PostgreSQL) for Postgres-protocol lookups, wrk for REST lookups.
+if ! command -v wrk >/dev/null 2>&1; then
+  log "Installing wrk"
+  if ! { apt-get install -y -q wrk >/dev/null 2>&1 \
+         || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q wrk >/dev/null 2>&1; }; }; then
+    echo "wrk could not be installed: REST lookups run from Python threads" >&2
+  fi
+fi
+
 if [[ -f "$CACHE/tpch-sf$SCALE/orders.parquet" ]]; then
   ORDERS="$CACHE/tpch-sf$SCALE/orders.parquet"
   log "Reusing $ORDERS"

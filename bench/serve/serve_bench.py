@@ -8,9 +8,12 @@ import concurrent.futures as cf
 import json
 import os
 import random
+import re
+import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.request
@@ -186,6 +189,92 @@ def lookups(clients, seconds, connect, query, keys):
     }
 
 
+def tpch_order_key_formula(keys):
+    """TPC-H order keys are sparse: the j-th (1-based) is (j / 8) * 32 + j % 8. True when
+    `keys` are exactly those, so generated clients can draw existing keys without a list."""
+    return all(k == (j // 8) * 32 + j % 8 for j, k in enumerate(keys, start=1))
+
+
+def pgbench_lookups(clients, seconds, url, table, n_keys, dense_keys, password):
+    """Point lookups from pgbench (libpq, prepared statements, `clients` connections on up to
+    two threads), each transaction one lookup of an existing key. Latencies come from
+    pgbench's per-transaction log."""
+    pgbench = shutil.which("pgbench")
+    if not pgbench:
+        return {"error": "pgbench is not installed"}
+    with tempfile.TemporaryDirectory() as d:
+        script = os.path.join(d, "lookup.sql")
+        with open(script, "w") as f:
+            if dense_keys:
+                f.write(f"\\set j random(1, {n_keys})\n\\set k (:j / 8) * 32 + :j % 8\n")
+            else:
+                f.write(f"\\set k random(1, {n_keys})\n")
+            f.write(f"SELECT * FROM {table} WHERE o_orderkey = :k;\n")
+        cmd = [pgbench, "-n", "-M", "prepared", "-c", str(clients), "-j", str(min(clients, 2)),
+               "-T", str(max(1, round(seconds))), "-f", script, "-l",
+               "--log-prefix", os.path.join(d, "tx"), url]
+        env = dict(os.environ, PGPASSWORD=password) if password else dict(os.environ)
+        r = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=d)
+        if r.returncode != 0:
+            return {"error": (r.stderr or r.stdout).strip().splitlines()[-1:]}
+        lat = []
+        for name in os.listdir(d):
+            if name.startswith("tx."):
+                with open(os.path.join(d, name)) as f:
+                    lat.extend(int(line.split()[2]) for line in f if line.strip())
+        failed = re.search(r"number of failed transactions: (\d+)", r.stdout)
+    if not lat:
+        return {"error": "no lookups"}
+    lat.sort()
+    return {
+        "clients": clients, "lookups": len(lat), "qps": round(len(lat) / max(1, round(seconds)), 1),
+        "p50_ms": round(lat[len(lat) // 2] / 1000, 2),
+        "p99_ms": round(lat[min(len(lat) - 1, int(len(lat) * 0.99))] / 1000, 2),
+        "errors": int(failed.group(1)) if failed else 0,
+    }
+
+
+def wrk_lookups(clients, seconds, base, auth, n_keys, dense_keys):
+    """REST point lookups from wrk (`clients` connections on two threads) through the table
+    endpoint, each request an existing key."""
+    wrk = shutil.which("wrk")
+    if not wrk:
+        return None
+    key = ("local j = math.random(1, %d)\n  local k = math.floor(j / 8) * 32 + j %% 8" % n_keys
+           if dense_keys else "local k = math.random(1, %d)" % n_keys)
+    lua = f"""
+math.randomseed(7)
+wrk.headers["Authorization"] = "{auth}"
+request = function()
+  {key}
+  return wrk.format("GET", "/api/v1/tables/bench/orders?o_orderkey=eq." .. k)
+end
+done = function(summary, latency, requests)
+  io.write(string.format("RESULT %d %d %d %d %d %d\\n", summary.requests, summary.duration,
+    latency:percentile(50), latency:percentile(99), summary.errors.status,
+    summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout))
+end
+"""
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
+        f.write(lua)
+        script = f.name
+    try:
+        r = subprocess.run([wrk, "-t", str(min(clients, 2)), "-c", str(clients),
+                            "-d", f"{max(1, round(seconds))}s", "-s", script, base],
+                           capture_output=True, text=True)
+    finally:
+        os.remove(script)
+    m = re.search(r"RESULT (\d+) (\d+) (\d+) (\d+) (\d+) (\d+)", r.stdout)
+    if r.returncode != 0 or not m:
+        return {"error": (r.stderr or r.stdout).strip()[-300:]}
+    n, dur_us, p50, p99, bad_status, io_errors = map(int, m.groups())
+    return {
+        "clients": clients, "lookups": n, "qps": round(n / (dur_us / 1e6), 1),
+        "p50_ms": round(p50 / 1000, 2), "p99_ms": round(p99 / 1000, 2),
+        "errors": bad_status + io_errors,
+    }
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--bin", required=True)
@@ -281,28 +370,42 @@ def main():
         res["policy_plain_ms"] = round(policy("admin", agg + " WHERE o_orderstatus = 'F'") * 1000, 1)
         res["policy_secured_ms"] = round(policy("analyst", agg) * 1000, 1)
 
-        log("Point lookups by key")
-        levels = [int(c) for c in a.clients.split(",")]
-        res["lookups_postgres"], res["lookups_strata"] = [], []
+        log("Point lookups by key: psycopg, one client")
         q = "SELECT * FROM {t} WHERE o_orderkey = %s"
+        res["lookups_psycopg_postgres"] = lookups(
+            1, a.seconds, lambda: psycopg.connect(a.pg, autocommit=True),
+            lambda conn, k: len(conn.execute(q.format(t="bench_serve.orders"), (k,)).fetchall()),
+            keys)
+        res["lookups_psycopg_strata"] = lookups(
+            1, a.seconds, lambda: psycopg.connect(strata_pg, autocommit=True),
+            lambda conn, k: len(conn.execute(q.format(t="bench.orders"), (k,)).fetchall()),
+            keys)
+
+        log("Point lookups by key: pgbench, prepared, " + a.clients + " clients")
+        levels = [int(c) for c in a.clients.split(",")]
+        dense = tpch_order_key_formula(keys)
+        span = len(keys) if dense else max(keys)
+        res["lookups_postgres"], res["lookups_strata"] = [], []
         for c in levels:
-            res["lookups_postgres"].append(lookups(
-                c, a.seconds, lambda: psycopg.connect(a.pg, autocommit=True),
-                lambda conn, k: len(conn.execute(q.format(t="bench_serve.orders"), (k,)).fetchall()),
-                keys))
-            res["lookups_strata"].append(lookups(
-                c, a.seconds, lambda: psycopg.connect(strata_pg, autocommit=True),
-                lambda conn, k: len(conn.execute(q.format(t="bench.orders"), (k,)).fetchall()),
-                keys))
+            res["lookups_postgres"].append(pgbench_lookups(
+                c, a.seconds, a.pg, "bench_serve.orders", span, dense, None))
+            res["lookups_strata"].append(pgbench_lookups(
+                c, a.seconds, f"postgresql://admin@127.0.0.1:{pg_port}/strata", "bench.orders",
+                span, dense, PASSWORD))
 
-        def rest_lookup(_conn, k):
-            req = urllib.request.Request(
-                f"http://127.0.0.1:{http_port}/api/v1/tables/bench/orders?o_orderkey=eq.{k}",
-                headers={"Authorization": basic})
-            with urllib.request.urlopen(req, timeout=60) as r:
-                return len(json.load(r)["rows"])
+        log("Point lookups through REST (wrk, 8 connections)")
+        rest = wrk_lookups(8, a.seconds, f"http://127.0.0.1:{http_port}", basic, span, dense)
+        if rest is None:
+            def rest_lookup(_conn, k):
+                req = urllib.request.Request(
+                    f"http://127.0.0.1:{http_port}/api/v1/tables/bench/orders?o_orderkey=eq.{k}",
+                    headers={"Authorization": basic})
+                with urllib.request.urlopen(req, timeout=60) as r:
+                    return len(json.load(r)["rows"])
 
-        res["lookups_rest_strata"] = [lookups(8, a.seconds, lambda: None, rest_lookup, keys)]
+            rest = lookups(8, a.seconds, lambda: None, rest_lookup, keys)
+            rest["client"] = "python threads"
+        res["lookups_rest_strata"] = [rest]
     finally:
         server.terminate()
         server.wait()
@@ -333,16 +436,23 @@ def render(R):
     out.append(f"| group-by over all rows (median) | {r['groupby_postgres_ms']} ms | "
                f"{r['groupby_strata_ms']} ms | "
                f"{ratio(r['groupby_strata_ms'], r['groupby_postgres_ms'])} | <= 0.2x (5x throughput) |")
+    pp, ps = r.get("lookups_psycopg_postgres", {}), r.get("lookups_psycopg_strata", {})
+    if "p99_ms" in pp and "p99_ms" in ps:
+        out.append(f"| point lookups, psycopg, 1 client: qps / p99 | {pp['qps']} / {pp['p99_ms']} ms | "
+                   f"{ps['qps']} / {ps['p99_ms']} ms | | p99 <= 5 ms |")
     for pg, st in zip(r["lookups_postgres"], r["lookups_strata"]):
         if "error" in pg or "error" in st:
-            out.append(f"| point lookups | {pg} | {st} | | |")
+            out.append(f"| point lookups (pgbench) | {pg} | {st} | | |")
             continue
-        out.append(f"| point lookups, {pg['clients']} client(s): qps / p99 | "
+        out.append(f"| point lookups, pgbench, {pg['clients']} client(s): qps / p99 | "
                    f"{pg['qps']} / {pg['p99_ms']} ms | {st['qps']} / {st['p99_ms']} ms | "
                    f"{ratio(st['p99_ms'], pg['p99_ms'])} (p99) | p99 <= 5 ms |")
     rl = r["lookups_rest_strata"][0]
     if "error" not in rl:
-        out.append(f"| point lookups, REST, 8 clients: qps / p99 | | {rl['qps']} / {rl['p99_ms']} ms | | |")
+        out.append(f"| point lookups, REST ({rl.get('client', 'wrk')}), 8 clients: qps / p99 | | "
+                   f"{rl['qps']} / {rl['p99_ms']} ms | | |")
+    else:
+        out.append(f"| point lookups, REST | | {rl['error']} | | |")
     out.append("")
     out.append(f"Policy overhead (row filter + two masks, aggregate over the filtered rows): "
                f"{r['policy_secured_ms']} ms vs {r['policy_plain_ms']} ms without policies = "

@@ -75,6 +75,8 @@ const MAX_FOOTERS: usize = 4096;
 /// The data files of one version of a lake table, as a lookup reads them.
 #[derive(Debug)]
 pub(crate) struct TableFiles {
+    /// The table version these are the files of.
+    version: Option<u64>,
     /// `None` when a lookup cannot read this version's files directly.
     files: Option<Vec<DataFile>>,
 }
@@ -90,6 +92,7 @@ impl TableFiles {
     /// The files of `table` (the lake table `t`) at the version it was opened at.
     pub(crate) fn of(t: &TableName, table: &DeltaTable) -> Self {
         Self {
+            version: table.version(),
             files: Self::readable(t, table),
         }
     }
@@ -346,6 +349,14 @@ impl KeyLookup {
         &self,
         params: Option<&ParamValues>,
     ) -> Result<Option<Vec<RecordBatch>>, DataFusionError> {
+        Ok(self.run_versioned(params).await?.map(|(_, rows)| rows))
+    }
+
+    /// As [`KeyLookup::run`], with the table version the rows were read from.
+    pub async fn run_versioned(
+        &self,
+        params: Option<&ParamValues>,
+    ) -> Result<Option<(Option<u64>, Vec<RecordBatch>)>, DataFusionError> {
         let key = match &self.key {
             Expr::Literal(v, _) => v.clone(),
             Expr::Placeholder(p) => match params {
@@ -357,15 +368,15 @@ impl KeyLookup {
         let Some(latest) = self.provider.downcast_ref::<Latest>() else {
             return Ok(None);
         };
-        let (_, files) = latest.resolve_with_files().await?;
-        let Some(files) = &files.files else {
+        let (_, table) = latest.resolve_with_files().await?;
+        let Some(files) = &table.files else {
             return Ok(None);
         };
         let scan = ScanRun::new(self, params)?;
         let mut out = Vec::new();
         if key.is_null() {
             // `column = NULL` holds for no row.
-            return Ok(Some(out));
+            return Ok(Some((table.version, out)));
         }
         for f in files {
             match self.read(f, &key).await? {
@@ -381,7 +392,7 @@ impl KeyLookup {
                 Read::Unreadable => return Ok(None),
             }
         }
-        Ok(Some(out))
+        Ok(Some((table.version, out)))
     }
 
     /// The rows of `f` whose key column equals `key`, with the columns the scan reads.

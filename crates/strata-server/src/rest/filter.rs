@@ -221,6 +221,45 @@ impl Query {
         offset: u64,
         fetch: u64,
     ) -> Result<Statement, FilterError> {
+        self.build(table, schema, Some((version, offset, fetch)), None)
+    }
+
+    /// The request's key, when it has one: the first condition at the top level that is
+    /// `column=eq.value`. Returns its index in [`Query::filters`], the column and the value.
+    pub fn key(&self) -> Option<(usize, &str, &str)> {
+        self.filters.iter().enumerate().find_map(|(i, f)| match f {
+            Filter::Cond {
+                column,
+                negate: false,
+                op: Op::Eq,
+                values,
+            } if values.len() == 1 => Some((i, column.as_str(), values[0].as_str())),
+            _ => None,
+        })
+    }
+
+    /// The `SELECT` of a key lookup: the request's columns and conditions without order or
+    /// paging, the value of the key condition (index `key` of [`Query::filters`]) being the
+    /// parameter `$1` when `key` is given. The rows are those of [`Query::to_statement`]
+    /// when there is at most one.
+    pub fn to_lookup_statement(
+        &self,
+        table: [&str; 2],
+        schema: &Schema,
+        key: Option<usize>,
+    ) -> Result<Statement, FilterError> {
+        self.build(table, schema, None, key)
+    }
+
+    /// The statement; `paging` is `(version, offset, fetch)`, and without it the rows are
+    /// neither ordered nor paged.
+    fn build(
+        &self,
+        table: [&str; 2],
+        schema: &Schema,
+        paging: Option<(Option<u64>, u64, u64)>,
+        parameter: Option<usize>,
+    ) -> Result<Statement, FilterError> {
         let field = |name: &str| -> Result<&DataType, FilterError> {
             schema
                 .fields()
@@ -244,8 +283,19 @@ impl Query {
             items
         };
         let mut selection: Option<Expr> = None;
-        for f in &self.filters {
-            let e = filter_expr(f, &field)?;
+        for (i, f) in self.filters.iter().enumerate() {
+            let e = match f {
+                Filter::Cond { column, values, .. } if parameter == Some(i) => {
+                    // Checked as the literal would be, so both statements refuse alike.
+                    literal(column, field(column)?, &values[0])?;
+                    Expr::BinaryOp {
+                        left: Box::new(Expr::Identifier(quoted(column))),
+                        op: BinaryOperator::Eq,
+                        right: Box::new(Expr::value(Value::Placeholder("$1".into()))),
+                    }
+                }
+                f => filter_expr(f, &field)?,
+            };
             selection = Some(match selection {
                 None => e,
                 Some(prev) => Expr::BinaryOp {
@@ -257,6 +307,10 @@ impl Query {
         }
         let mut order: Vec<OrderByExpr> = Vec::new();
         for o in &self.order {
+            if paging.is_none() {
+                field(&o.column)?;
+                continue;
+            }
             field(&o.column)?;
             order.push(OrderByExpr {
                 expr: Expr::Identifier(quoted(&o.column)),
@@ -269,7 +323,7 @@ impl Query {
         }
         // Ties broken by every column of the table, so a page boundary is the same on
         // every request over the same version.
-        for f in schema.fields() {
+        for f in schema.fields().iter().filter(|_| paging.is_some()) {
             if !self.order.iter().any(|o| &o.column == f.name()) && sortable(f.data_type()) {
                 order.push(OrderByExpr {
                     expr: Expr::Identifier(quoted(f.name())),
@@ -295,8 +349,13 @@ impl Query {
         } = &mut select.from[0].relation
         {
             *name = ObjectName::from(vec![quoted(table[0]), quoted(table[1])]);
-            *v = version.map(|n| TableVersion::VersionAsOf(number(n)));
+            *v = paging
+                .and_then(|(version, ..)| version)
+                .map(|n| TableVersion::VersionAsOf(number(n)));
         }
+        let Some((_, offset, fetch)) = paging else {
+            return Ok(stmt);
+        };
         query.order_by = (!order.is_empty()).then_some(OrderBy {
             kind: OrderByKind::Expressions(order),
             interpolate: None,
@@ -723,6 +782,44 @@ mod tests {
             "SELECT \"id\", \"status\" FROM \"marts\".\"orders\" WHERE \"id\" = 42 AND \"status\" IN ('paid', 'on hold') \
              ORDER BY \"id\" DESC NULLS LAST, \"status\" ASC NULLS LAST, \"amount\" ASC NULLS LAST, \"paid\" ASC NULLS LAST, \"order date\" ASC NULLS LAST LIMIT 101 OFFSET 0"
         );
+    }
+
+    #[test]
+    fn a_key_lookup_keeps_columns_and_conditions_and_binds_the_key() {
+        let parse = |qs: &str| {
+            let pairs = url_pairs(qs);
+            Query::parse(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str()))).unwrap()
+        };
+        let q = parse("select=id,status&amount=gt.5&status=eq.paid&id=eq.42&order=id.desc&limit=5");
+        assert_eq!(q.key(), Some((1, "status", "paid")));
+        let bound = q
+            .to_lookup_statement(["marts", "orders"], &schema(), Some(1))
+            .unwrap()
+            .to_string();
+        assert_eq!(
+            bound,
+            "SELECT \"id\", \"status\" FROM \"marts\".\"orders\" WHERE \"amount\" > 5 AND \"status\" = $1 AND \"id\" = 42"
+        );
+        let literal = q
+            .to_lookup_statement(["marts", "orders"], &schema(), None)
+            .unwrap()
+            .to_string();
+        assert!(
+            literal.ends_with("\"status\" = 'paid' AND \"id\" = 42"),
+            "{literal}"
+        );
+        // Negated, listed and nested conditions are not keys.
+        assert_eq!(parse("id=not.eq.1&status=in.(a)&or=(id.eq.1)").key(), None);
+        // The key's value is checked against its column as a literal would be; the order's
+        // columns too, though the lookup does not sort.
+        let q = parse("id=eq.x");
+        let err = |q: &Query| q.to_lookup_statement(["marts", "orders"], &schema(), Some(0));
+        assert_eq!(
+            err(&q).unwrap_err(),
+            q.to_statement(["marts", "orders"], &schema(), None, 0, 1)
+                .unwrap_err()
+        );
+        assert!(err(&parse("id=eq.1&order=nope")).is_err());
     }
 
     #[test]

@@ -13,7 +13,9 @@
 //!
 //! Callers authenticate with `Authorization: Bearer <API token>` (or HTTP Basic with a
 //! user's password or token). Each request runs in an engine session of its principal, so
-//! grants, row policies and masks apply exactly as on the Postgres protocol. Requests are
+//! grants, row policies and masks apply exactly as on the Postgres protocol; a table request
+//! by key (`id=eq.42`) runs a key lookup planned in such a session and kept while the
+//! access policy stays the same. Requests are
 //! rate-limited per credential, bodies and results are bounded, and every request lands in
 //! the audit log.
 
@@ -23,6 +25,7 @@ mod openapi;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -38,7 +41,7 @@ use futures::StreamExt;
 use sha2::{Digest, Sha256};
 use strata_engine::datafusion::arrow::array::RecordBatch;
 use strata_engine::datafusion::arrow::datatypes::{DataType, SchemaRef, TimeUnit};
-use strata_engine::datafusion::common::TableReference;
+use strata_engine::datafusion::common::{ParamValues, ScalarValue, TableReference};
 use strata_engine::datafusion::sql::parser::Statement as DFStatement;
 use strata_engine::{Principal, Session, StatementResult};
 use strata_meta::AuditOutcome;
@@ -82,6 +85,7 @@ pub(crate) struct RestState {
     pub(crate) limits: RestLimits,
     limiter: RateLimiter,
     logins: LoginCache,
+    lookups: TableLookups,
 }
 
 /// The router of the API.
@@ -90,6 +94,7 @@ pub(crate) fn router(shared: Arc<crate::pg::Shared>, limits: RestLimits) -> Rout
         shared,
         limiter: RateLimiter::new(limits.rate_per_second, limits.burst),
         logins: LoginCache::default(),
+        lookups: TableLookups::default(),
         limits: limits.clone(),
     });
     let mut router = Router::new();
@@ -377,6 +382,18 @@ async fn begin(
     peer: SocketAddr,
     secure: Secure,
 ) -> Result<(Caller, Session), ApiError> {
+    let caller = admit(state, headers, peer, secure).await?;
+    let session = open_session(&state.shared, &caller.principal).await?;
+    Ok((caller, session))
+}
+
+/// Authenticates and applies the rate limit.
+async fn admit(
+    state: &RestState,
+    headers: &HeaderMap,
+    peer: SocketAddr,
+    secure: Secure,
+) -> Result<Caller, ApiError> {
     let caller = authenticate(state, headers, peer, secure.0).await?;
     if let Err(wait) = state.limiter.check(&caller.key) {
         let mut e = ApiError::new(
@@ -390,8 +407,7 @@ async fn begin(
         e.retry_after = Some(wait);
         return Err(e);
     }
-    let session = open_session(&state.shared, &caller.principal).await?;
-    Ok((caller, session))
+    Ok(caller)
 }
 
 pub(crate) async fn open_session(
@@ -1043,7 +1059,7 @@ async fn table_rows(
     headers: HeaderMap,
 ) -> Response {
     let started = Instant::now();
-    let (caller, session) = match begin(&state, &headers, peer, secure).await {
+    let caller = match admit(&state, &headers, peer, secure).await {
         Ok(ok) => ok,
         Err(e) => return e.into_response(),
     };
@@ -1053,7 +1069,14 @@ async fn table_rows(
         raw.as_deref().unwrap_or_default()
     );
     let user = caller.principal.name.clone();
-    match page(&state, &session, &ns, &t, raw.as_deref(), &headers).await {
+    let answered = match lookup_page(&state, &caller, &ns, &t, raw.as_deref(), &headers).await {
+        Some(answer) => Ok(answer),
+        None => match open_session(&state.shared, &caller.principal).await {
+            Ok(session) => page(&state, &session, &ns, &t, raw.as_deref(), &headers).await,
+            Err(e) => Err(e),
+        },
+    };
+    match answered {
         Ok((resp, rows, statement)) => {
             let mut entry = crate::audit::entry(
                 &user,
@@ -1182,6 +1205,192 @@ async fn page(
         .body(Body::from(body))
         .map_err(|e| ApiError::internal(e.to_string()))?;
     Ok((resp, sent, statement))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Key lookups
+// ---------------------------------------------------------------------------------------------
+
+/// Table requests answered as key lookups ([`strata_engine::KeyLookup`]). A request whose
+/// filters include `column=eq.value` is planned once per principal, table and question
+/// (the value aside); each request of that question then reads only the pages whose
+/// statistics admit its value, with no session, planning or version lookup of its own.
+/// Rows come back as the paged statement would return them when at most one row
+/// matches; a question whose keys match more rows is answered by the paged statement.
+#[derive(Default)]
+struct TableLookups {
+    entries: Mutex<HashMap<LookupShape, LookupEntry>>,
+}
+
+/// Entries kept; beyond this the cache starts over.
+const MAX_TABLE_LOOKUPS: usize = 1024;
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct LookupShape {
+    user: String,
+    table: [String; 2],
+    /// The parsed request without the key's value and the page size.
+    question: String,
+}
+
+/// The access version an entry was planned under, and its lookup (`None`: not one).
+type LookupEntry = (i64, Option<Arc<TableLookup>>);
+
+struct TableLookup {
+    lookup: strata_engine::KeyLookup,
+    /// The type of the key's parameter, as planned.
+    key_type: DataType,
+    /// The table's columns when planned, to write the audited statement.
+    schema: SchemaRef,
+    /// Set once a key of the question matched more than one row: its later requests go
+    /// straight to the paged statement, which orders them.
+    many: AtomicBool,
+}
+
+impl TableLookups {
+    fn get(&self, shape: &LookupShape, version: i64) -> Option<Option<Arc<TableLookup>>> {
+        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        entries
+            .get(shape)
+            .filter(|(v, _)| *v == version)
+            .map(|(_, l)| l.clone())
+    }
+
+    fn put(&self, shape: LookupShape, version: i64, lookup: Option<Arc<TableLookup>>) {
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        if entries.len() >= MAX_TABLE_LOOKUPS {
+            entries.clear();
+        }
+        entries.insert(shape, (version, lookup));
+    }
+
+    fn forget(&self, shape: &LookupShape) {
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        entries.remove(shape);
+    }
+}
+
+/// The page of a table request answered as a key lookup, as [`page`] returns it; `None`
+/// when the request is not one (or the lookup cannot read the table now), for [`page`] to
+/// answer, errors included.
+async fn lookup_page(
+    state: &RestState,
+    caller: &Caller,
+    ns: &str,
+    t: &str,
+    raw: Option<&str>,
+    headers: &HeaderMap,
+) -> Option<(Response, u64, String)> {
+    let format = negotiate(headers, raw).ok()?;
+    let pairs: Vec<(String, String)> = form_urlencoded::parse(raw.unwrap_or_default().as_bytes())
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .filter(|(k, _)| k != "format")
+        .collect();
+    let q = filter::Query::parse(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str()))).ok()?;
+    if q.cursor.is_some() || q.offset.unwrap_or(0) > 0 || q.page_size() == 0 {
+        return None;
+    }
+    let (key, _, value) = q.key()?;
+    let mut question = q.clone();
+    if let Some(filter::Filter::Cond { values, .. }) = question.filters.get_mut(key) {
+        values.clear();
+    }
+    question.limit = None;
+    let shape = LookupShape {
+        user: caller.principal.name.clone(),
+        table: [ns.to_string(), t.to_string()],
+        question: format!("{question:?}"),
+    };
+    let (version, _) = state.shared.policies.current().await.ok()?;
+    let lookup = match state.lookups.get(&shape, version) {
+        Some(kept) => kept?,
+        None => {
+            let made = plan_lookup(state, caller, [ns, t], &q, key).await?;
+            state.lookups.put(shape.clone(), version, made.clone());
+            made?
+        }
+    };
+    if lookup.many.load(Ordering::Relaxed) {
+        return None;
+    }
+    let value = ScalarValue::try_from_string(value.to_string(), &lookup.key_type).ok()?;
+    let params = ParamValues::List(vec![value.into()]);
+    let run = tokio::time::timeout(
+        state.limits.timeout,
+        lookup.lookup.run_versioned(Some(&params)),
+    );
+    let (table_version, batches) = match run.await {
+        Ok(Ok(Some(read))) => read,
+        // The table changed shape or layout since: plan the question again next time.
+        _ => {
+            state.lookups.forget(&shape);
+            return None;
+        }
+    };
+    let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
+    if rows > 1 {
+        lookup.many.store(true, Ordering::Relaxed);
+        return None;
+    }
+    let schema: SchemaRef = Arc::new(lookup.lookup.schema().as_arrow().clone());
+    let mut enc = Encoder::new(format, schema);
+    let mut body = Vec::new();
+    body.extend_from_slice(&enc.begin().ok()?);
+    for b in &batches {
+        body.extend_from_slice(&enc.batch(b).ok()?);
+    }
+    let trailer = Trailer {
+        rows: rows as u64,
+        truncated: false,
+        next_cursor: None,
+    };
+    body.extend_from_slice(&enc.end(&trailer).ok()?);
+    let mut resp = Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, format.content_type());
+    if let Some(v) = table_version {
+        resp = resp.header("x-table-version", v);
+    }
+    let resp = resp.body(Body::from(body)).ok()?;
+    let statement = q
+        .to_lookup_statement([ns, t], &lookup.schema, None)
+        .map(|s| s.to_string())
+        .ok()?;
+    Some((resp, rows as u64, statement))
+}
+
+/// Plans the key lookup of question `q` (its key being condition `key`) in a session of
+/// the caller: `Some(None)` when the question is not one, `None` when it did not plan
+/// (the paged statement says why).
+async fn plan_lookup(
+    state: &RestState,
+    caller: &Caller,
+    table: [&str; 2],
+    q: &filter::Query,
+    key: usize,
+) -> Option<Option<Arc<TableLookup>>> {
+    let session = open_session(&state.shared, &caller.principal).await.ok()?;
+    let schema = resolve(&session, table[0], table[1]).await.ok()?;
+    let stmt = q.to_lookup_statement(table, &schema, Some(key)).ok()?;
+    let plan = session
+        .context()
+        .state()
+        .statement_to_plan(DFStatement::Statement(Box::new(stmt)))
+        .await
+        .ok()?;
+    // Kept to run later: each run reads the table's latest version.
+    let plan = state.shared.engine.scan_latest_when_run(plan).ok()?;
+    let Some(Some(key_type)) = plan.get_parameter_types().ok()?.remove("$1") else {
+        return Some(None);
+    };
+    Some(session.key_lookup(&plan).map(|lookup| {
+        Arc::new(TableLookup {
+            lookup,
+            key_type,
+            schema,
+            many: AtomicBool::new(false),
+        })
+    }))
 }
 
 /// The first `n` rows of `batches`.
