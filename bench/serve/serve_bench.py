@@ -255,6 +255,11 @@ done = function(summary, latency, requests)
     summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout))
 end
 """
+    # One request first, as pgbench connects before it measures: the server checks a
+    # password once per credential (argon2) and plans the question once, then keeps both.
+    warm = urllib.request.Request(base + "/api/v1/tables/bench/orders?o_orderkey=eq.1",
+                                  headers={"Authorization": auth})
+    urllib.request.urlopen(warm, timeout=60).read()
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
         f.write(lua)
         script = f.name
@@ -369,6 +374,13 @@ def main():
         agg = "SELECT count(*), max(o_clerk), max(o_comment), sum(o_totalprice) FROM bench.orders"
         res["policy_plain_ms"] = round(policy("admin", agg + " WHERE o_orderstatus = 'F'") * 1000, 1)
         res["policy_secured_ms"] = round(policy("analyst", agg) * 1000, 1)
+        # A listing, as a BI table or a REST page shows one: both masked columns in the
+        # output, the top 100 by price of the rows the policy keeps.
+        top = ("SELECT o_orderkey, o_clerk, o_comment, o_totalprice FROM bench.orders{} "
+               "ORDER BY o_totalprice DESC LIMIT 100")
+        res["policy_listing_plain_ms"] = round(
+            policy("admin", top.format(" WHERE o_orderstatus = 'F'")) * 1000, 1)
+        res["policy_listing_secured_ms"] = round(policy("analyst", top.format("")) * 1000, 1)
 
         log("Point lookups by key: psycopg, one client")
         q = "SELECT * FROM {t} WHERE o_orderkey = %s"
@@ -457,6 +469,13 @@ def render(R):
     out.append(f"Policy overhead (row filter + two masks, aggregate over the filtered rows): "
                f"{r['policy_secured_ms']} ms vs {r['policy_plain_ms']} ms without policies = "
                f"{ratio(r['policy_secured_ms'], r['policy_plain_ms'])} (target <= 1.1x).")
+    if "policy_listing_secured_ms" in r:
+        out.append("")
+        out.append(f"Policy overhead (row filter + two masks, top 100 rows by price with both "
+                   f"masked columns): {r['policy_listing_secured_ms']} ms vs "
+                   f"{r['policy_listing_plain_ms']} ms without policies = "
+                   f"{ratio(r['policy_listing_secured_ms'], r['policy_listing_plain_ms'])} "
+                   f"(target <= 1.1x).")
     return "\n".join(out) + "\n"
 
 

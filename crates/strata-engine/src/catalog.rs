@@ -39,8 +39,9 @@ type NamespaceNames = (Vec<String>, Vec<String>);
 pub(crate) struct LakeCatalog {
     lake: Lake,
     engine: Weak<EngineInner>,
-    /// namespace → (tables, views)
-    names: RwLock<BTreeMap<String, NamespaceNames>>,
+    /// namespace → (tables, views); shared with the schemas handed out (a kept plan resolves
+    /// its table's schema on every run).
+    names: RwLock<BTreeMap<String, Arc<NamespaceNames>>>,
     open: Arc<OpenTables>,
 }
 
@@ -97,7 +98,8 @@ impl LakeCatalog {
         for v in self.lake.view_stamps(None).await?.into_keys() {
             names.entry(v.namespace).or_default().1.push(v.name);
         }
-        *self.names.write().unwrap_or_else(|e| e.into_inner()) = names;
+        *self.names.write().unwrap_or_else(|e| e.into_inner()) =
+            names.into_iter().map(|(k, v)| (k, Arc::new(v))).collect();
         Ok(())
     }
 }
@@ -132,8 +134,7 @@ impl LakeCatalog {
             namespace: name.to_string(),
             lake: self.lake.clone(),
             engine: Weak::clone(&self.engine),
-            tables: cached.0,
-            views: cached.1,
+            names: cached,
             open: Arc::clone(&self.open),
         })
     }
@@ -144,8 +145,7 @@ struct LakeSchema {
     namespace: String,
     lake: Lake,
     engine: Weak<EngineInner>,
-    tables: Vec<String>,
-    views: Vec<String>,
+    names: Arc<NamespaceNames>,
     open: Arc<OpenTables>,
 }
 
@@ -193,7 +193,7 @@ impl LakeSchema {
 #[async_trait]
 impl SchemaProvider for LakeSchema {
     fn table_names(&self) -> Vec<String> {
-        let mut v: Vec<String> = self.tables.iter().chain(&self.views).cloned().collect();
+        let mut v: Vec<String> = self.names.0.iter().chain(&self.names.1).cloned().collect();
         v.sort();
         v
     }
@@ -217,17 +217,17 @@ impl SchemaProvider for LakeSchema {
     }
 
     async fn table_type(&self, name: &str) -> Result<Option<TableType>, DataFusionError> {
-        if self.views.iter().any(|v| v == name) {
+        if self.names.1.iter().any(|v| v == name) {
             return Ok(Some(TableType::View));
         }
-        if self.tables.iter().any(|v| v == name) {
+        if self.names.0.iter().any(|v| v == name) {
             return Ok(Some(TableType::Base));
         }
         Ok(self.table(name).await?.map(|t| t.table_type()))
     }
 
     fn table_exist(&self, name: &str) -> bool {
-        self.tables.iter().chain(&self.views).any(|t| t == name)
+        self.names.0.iter().chain(&self.names.1).any(|t| t == name)
     }
 }
 

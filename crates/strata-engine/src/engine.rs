@@ -45,8 +45,8 @@ pub(crate) struct EngineInner {
     view_context: OnceLock<SessionContext>,
     /// Plans of stored views, reused while their definitions and tables are unchanged.
     view_plans: crate::views::ViewPlans,
-    /// Footers of the files point lookups read.
-    footers: Arc<crate::lookup::Footers>,
+    /// Footers and decoded pages of the files point lookups read.
+    lookup_cache: Arc<crate::lookup::FileCache>,
 }
 
 impl std::fmt::Debug for EngineInner {
@@ -120,7 +120,7 @@ impl Engine {
             runtime,
             view_context: OnceLock::new(),
             view_plans: Default::default(),
-            footers: Arc::default(),
+            lookup_cache: Arc::default(),
         });
         inner.catalog.refresh().await?;
         Ok(Self { inner })
@@ -207,7 +207,9 @@ impl EngineInner {
             .with_runtime_env(Arc::clone(&self.runtime))
             .with_default_features()
             // Delta's writers plan custom nodes (metrics observers) that need its planner.
-            .with_query_planner(deltalake::delta_datafusion::planner::DeltaPlanner::new());
+            .with_query_planner(deltalake::delta_datafusion::planner::DeltaPlanner::new())
+            // Masks and other shown values computed after `ORDER BY … LIMIT`, not before.
+            .with_optimizer_rule(Arc::new(crate::late::ProjectAfterTopK));
         let secured = access.filter(|a| !a.principal().superuser);
         let mut rules = datafusion::optimizer::Analyzer::new().rules;
         rules.insert(0, Arc::new(crate::compat::LikeEscapeRule));
@@ -320,8 +322,11 @@ impl Session {
         crate::lookup::KeyLookup::of(
             plan,
             &self.ctx.state(),
-            self.engine.lake.store(),
-            Arc::clone(&self.engine.footers),
+            crate::lookup::Store {
+                store: self.engine.lake.store(),
+                local_root: self.engine.lake.local_root(),
+            },
+            Arc::clone(&self.engine.lookup_cache),
         )
     }
 

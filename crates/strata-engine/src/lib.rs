@@ -33,6 +33,7 @@ mod dialect;
 mod dml;
 mod engine;
 mod error;
+mod late;
 pub mod lineage;
 mod lookup;
 mod mask_fn;

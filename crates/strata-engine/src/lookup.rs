@@ -5,9 +5,15 @@
 //!   plan (parameters unbound) ──optimize once──▶ Projection / Filter chain over one lake scan
 //!                                                 with `column = $n` among the scan's filters
 //!   run($n = 42): latest version's files ─▶ footers (cached) ─▶ row groups and pages whose
-//!                 min/max admit 42 ─▶ rows whose key is 42 (late materialization)
-//!                 ─▶ the chain's filters and projections, evaluated on those rows
+//!                 min/max admit 42 ─▶ those pages' columns, decoded (cached) ─▶ rows whose
+//!                 key is 42 ─▶ the chain's filters and projections, evaluated on those rows
 //! ```
+//!
+//! Decoded pages are kept (within [`MAX_PAGE_BYTES`], least recently used out first), one
+//! array per column of each page of the key column: a data file never changes, so a kept
+//! page is never stale, and a lookup that finds its pages kept decodes nothing. Files
+//! without a page index are read with the key compared before other columns are decoded (a
+//! Parquet row filter), and nothing is kept.
 //!
 //! The general path re-optimizes and re-plans a prepared statement on every execution and
 //! builds a Delta scan over every file of the table; for a lookup that work costs more than
@@ -27,8 +33,8 @@ use std::sync::{Arc, Mutex};
 
 use datafusion::arrow::array::{Array, ArrayRef, BooleanArray, RecordBatch, RecordBatchOptions};
 use datafusion::arrow::compute::kernels::cmp;
-use datafusion::arrow::compute::{cast, filter_record_batch};
-use datafusion::arrow::datatypes::DataType;
+use datafusion::arrow::compute::{cast, concat_batches, filter_record_batch};
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::catalog::TableProvider;
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::common::{DFSchemaRef, DataFusionError, ParamValues, ScalarValue};
@@ -36,7 +42,7 @@ use datafusion::datasource::source_as_provider;
 use datafusion::execution::SessionState;
 use datafusion::execution::context::ExecutionProps;
 use datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext;
-use datafusion::logical_expr::utils::split_conjunction;
+use datafusion::logical_expr::utils::{conjunction, split_conjunction};
 use datafusion::logical_expr::{BinaryExpr, Expr, LogicalPlan, Operator, Volatility};
 use datafusion::optimizer::OptimizerConfig;
 use datafusion::parquet::arrow::ParquetRecordBatchStreamBuilder;
@@ -137,7 +143,7 @@ pub(crate) struct Footers(Mutex<HashMap<Path, (u64, ArrowReaderMetadata)>>);
 impl Footers {
     async fn get(
         &self,
-        store: &Arc<dyn ObjectStore>,
+        store: &Store,
         f: &DataFile,
     ) -> Result<ArrowReaderMetadata, DataFusionError> {
         if let Some((size, meta)) = self
@@ -164,19 +170,125 @@ impl Footers {
     }
 }
 
+/// What lookups keep of the files they read: footers, and decoded pages.
+#[derive(Debug, Default)]
+pub(crate) struct FileCache {
+    footers: Footers,
+    pages: Pages,
+}
+
+/// Decoded pages of the files lookups read, within [`MAX_PAGE_BYTES`]: the rows of one page
+/// of a key column (by file, row group and first row), one Arrow array per column. Data files
+/// never change, so an entry is never stale; the least recently used go first.
+#[derive(Debug, Default)]
+struct Pages(Mutex<PagesInner>);
+
+#[derive(Debug, Default)]
+struct PagesInner {
+    entries: HashMap<PageKey, (ArrayRef, u64)>,
+    bytes: usize,
+    /// Advances on every use; an entry's second field is the tick it was last used at.
+    tick: u64,
+}
+
+/// Bytes of decoded pages kept for lookups (about a 1.5 M-row table of nine columns).
+const MAX_PAGE_BYTES: usize = 256 << 20;
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct PageKey {
+    path: Path,
+    size: u64,
+    group: usize,
+    first_row: u64,
+    column: usize,
+}
+
+impl Pages {
+    /// The kept arrays of `keys`, in order (`None`: not kept).
+    fn get(&self, keys: &[PageKey]) -> Vec<Option<ArrayRef>> {
+        let mut inner = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        inner.tick += 1;
+        let tick = inner.tick;
+        keys.iter()
+            .map(|k| {
+                inner.entries.get_mut(k).map(|(array, used)| {
+                    *used = tick;
+                    Arc::clone(array)
+                })
+            })
+            .collect()
+    }
+
+    fn put(&self, entries: impl IntoIterator<Item = (PageKey, ArrayRef)>) {
+        let mut inner = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        inner.tick += 1;
+        let tick = inner.tick;
+        for (k, array) in entries {
+            let size = array.get_array_memory_size();
+            if let Some((old, _)) = inner.entries.insert(k, (array, tick)) {
+                inner.bytes -= old.get_array_memory_size();
+            }
+            inner.bytes += size;
+        }
+        if inner.bytes > MAX_PAGE_BYTES {
+            // Down to three quarters of the budget, least recently used first.
+            let mut by_use: Vec<(u64, usize)> = inner
+                .entries
+                .values()
+                .map(|(a, t)| (*t, a.get_array_memory_size()))
+                .collect();
+            by_use.sort_unstable_by_key(|(t, _)| *t);
+            let mut bytes = inner.bytes;
+            let mut cut = 0;
+            for (t, size) in by_use {
+                if bytes <= MAX_PAGE_BYTES / 4 * 3 {
+                    break;
+                }
+                bytes -= size;
+                cut = t;
+            }
+            inner.entries.retain(|_, (_, t)| *t > cut);
+            inner.bytes = inner
+                .entries
+                .values()
+                .map(|(a, _)| a.get_array_memory_size())
+                .sum();
+        }
+    }
+}
+
+/// Where a lookup reads data files: the lake's store, and the lake's folder when it is on
+/// the local file system.
+#[derive(Debug, Clone)]
+pub(crate) struct Store {
+    pub(crate) store: Arc<dyn ObjectStore>,
+    pub(crate) local_root: Option<std::path::PathBuf>,
+}
+
 /// Reads byte ranges of one data file from the lake's store.
 struct FileReader {
     store: Arc<dyn ObjectStore>,
     path: Path,
     size: u64,
+    /// The file on the local file system: a lookup's few small reads are made in place
+    /// (from the page cache, microseconds) rather than handed to a blocking thread.
+    local: Option<std::path::PathBuf>,
 }
 
 impl FileReader {
-    fn new(store: &Arc<dyn ObjectStore>, f: &DataFile) -> Self {
+    fn new(store: &Store, f: &DataFile) -> Self {
+        // Paths of data files are plain (identifiers and Delta's file names); one that is
+        // not goes through the store, which decodes it.
+        let local = store
+            .local_root
+            .as_ref()
+            .filter(|_| !f.path.as_ref().contains('%'))
+            .map(|root| root.join(f.path.as_ref()));
         Self {
-            store: Arc::clone(store),
+            store: Arc::clone(&store.store),
             path: f.path.clone(),
             size: f.size,
+            local,
         }
     }
 }
@@ -185,11 +297,38 @@ fn store_error(e: object_store::Error) -> ParquetError {
     ParquetError::External(Box::new(e))
 }
 
+/// `ranges` of the local file `path`.
+fn read_local(
+    path: &std::path::Path,
+    ranges: &[std::ops::Range<u64>],
+) -> datafusion::parquet::errors::Result<Vec<bytes::Bytes>> {
+    use std::os::unix::fs::FileExt;
+    let io = |e: std::io::Error| {
+        ParquetError::External(format!("reading {}: {e}", path.display()).into())
+    };
+    let file = std::fs::File::open(path).map_err(io)?;
+    ranges
+        .iter()
+        .map(|r| {
+            let len = usize::try_from(r.end.saturating_sub(r.start))
+                .map_err(|e| ParquetError::External(Box::new(e)))?;
+            let mut buf = vec![0; len];
+            file.read_exact_at(&mut buf, r.start).map_err(io)?;
+            Ok(bytes::Bytes::from(buf))
+        })
+        .collect()
+}
+
 impl AsyncFileReader for FileReader {
     fn get_bytes(
         &mut self,
         range: std::ops::Range<u64>,
     ) -> BoxFuture<'_, datafusion::parquet::errors::Result<bytes::Bytes>> {
+        if let Some(path) = &self.local {
+            let read = read_local(path, std::slice::from_ref(&range))
+                .map(|mut v| v.pop().unwrap_or_default());
+            return futures::future::ready(read).boxed();
+        }
         async move {
             self.store
                 .get_range(&self.path, range)
@@ -203,6 +342,9 @@ impl AsyncFileReader for FileReader {
         &mut self,
         ranges: Vec<std::ops::Range<u64>>,
     ) -> BoxFuture<'_, datafusion::parquet::errors::Result<Vec<bytes::Bytes>>> {
+        if let Some(path) = &self.local {
+            return futures::future::ready(read_local(path, &ranges)).boxed();
+        }
         async move {
             self.store
                 .get_ranges(&self.path, &ranges)
@@ -239,16 +381,20 @@ pub struct KeyLookup {
     provider: Arc<dyn TableProvider>,
     /// Columns the scan produces.
     scan_schema: DFSchemaRef,
-    /// Filters pushed into the scan, applied again to the rows read.
+    scan_arrow: SchemaRef,
+    /// Filters pushed into the scan, applied again to the rows read (but for the key's own
+    /// condition, which the reader applies exactly).
     scan_filters: Vec<Expr>,
     /// The key column and the value it is compared with (a parameter or a constant).
     key_column: String,
     key: Expr,
     /// The plan above the scan, bottom up.
     steps: Vec<Step>,
+    /// The filters and steps ready to evaluate, when no parameter but the key's is in them.
+    ready: Option<ScanRun>,
     schema: DFSchemaRef,
-    store: Arc<dyn ObjectStore>,
-    footers: Arc<Footers>,
+    store: Store,
+    cache: Arc<FileCache>,
 }
 
 #[derive(Debug)]
@@ -270,8 +416,8 @@ impl KeyLookup {
     pub(crate) fn of(
         plan: &LogicalPlan,
         state: &SessionState,
-        store: Arc<dyn ObjectStore>,
-        footers: Arc<Footers>,
+        store: Store,
+        cache: Arc<FileCache>,
     ) -> Option<Self> {
         // Cheap refusal before analyzing: the shape.
         let (steps, _) = chain(plan)?;
@@ -308,33 +454,59 @@ impl KeyLookup {
         }
         let (key_column, key) = scan.filters.iter().find_map(|f| {
             split_conjunction(f).into_iter().find_map(|e| {
-                let Expr::BinaryExpr(BinaryExpr {
-                    left,
-                    op: Operator::Eq,
-                    right,
-                }) = e
-                else {
-                    return None;
-                };
-                let (column, value) = match (left.as_ref(), right.as_ref()) {
-                    (Expr::Column(c), v) | (v, Expr::Column(c)) => (c, v),
-                    _ => return None,
-                };
+                let (column, value) = column_equals(e)?;
                 let valued = matches!(value, Expr::Placeholder(_) | Expr::Literal(..));
                 let field = scan_schema.field_with_unqualified_name(&column.name).ok()?;
                 (valued && keyable(field.data_type())).then(|| (column.name.clone(), value.clone()))
             })
         })?;
+        // The rows read hold exactly the key (the reader compares it, see `read`), so its
+        // condition is not evaluated again; without it, a chain with no other parameter is
+        // made ready to evaluate here, once, instead of on every run.
+        let is_key = |e: &Expr| is_key_condition(e, &key_column, &key);
+        let scan_filters: Vec<Expr> = scan
+            .filters
+            .iter()
+            .filter_map(|f| without(f, &is_key))
+            .collect();
+        let mut steps = steps;
+        let mut over_scan = true;
+        steps.retain_mut(|step| match step {
+            Step::Project { .. } => {
+                over_scan = false;
+                true
+            }
+            Step::Filter { predicate, .. } if over_scan => match without(predicate, &is_key) {
+                Some(rest) => {
+                    *predicate = rest;
+                    true
+                }
+                None => false,
+            },
+            Step::Filter { .. } => true,
+        });
+        let parameters = scan_filters.iter().any(has_placeholder)
+            || steps.iter().any(|step| match step {
+                Step::Filter { predicate, .. } => has_placeholder(predicate),
+                Step::Project { exprs, .. } => exprs.iter().any(has_placeholder),
+            });
+        let ready = if parameters {
+            None
+        } else {
+            ScanRun::new(&scan_filters, &scan_schema, &steps, None).ok()
+        };
         Some(Self {
             provider,
+            scan_arrow: Arc::new(scan_schema.as_arrow().clone()),
             scan_schema,
-            scan_filters: scan.filters.clone(),
+            scan_filters,
             key_column,
             key,
             steps,
+            ready,
             schema: Arc::clone(optimized.schema()),
             store,
-            footers,
+            cache,
         })
     }
 
@@ -372,12 +544,19 @@ impl KeyLookup {
         let Some(files) = &table.files else {
             return Ok(None);
         };
-        let scan = ScanRun::new(self, params)?;
         let mut out = Vec::new();
         if key.is_null() {
             // `column = NULL` holds for no row.
             return Ok(Some((table.version, out)));
         }
+        let built;
+        let scan = match &self.ready {
+            Some(ready) => ready,
+            None => {
+                built = ScanRun::new(&self.scan_filters, &self.scan_schema, &self.steps, params)?;
+                &built
+            }
+        };
         for f in files {
             match self.read(f, &key).await? {
                 Read::Rows(batches) => {
@@ -397,7 +576,7 @@ impl KeyLookup {
 
     /// The rows of `f` whose key column equals `key`, with the columns the scan reads.
     async fn read(&self, f: &DataFile, key: &ScalarValue) -> Result<Read, DataFusionError> {
-        let meta = self.footers.get(&self.store, f).await?;
+        let meta = self.cache.footers.get(&self.store, f).await?;
         let file_schema = Arc::clone(meta.schema());
         let Some((key_index, key_field)) = file_schema.column_with_name(&self.key_column) else {
             // A file written before the column existed: its key is NULL in every row.
@@ -428,6 +607,7 @@ impl KeyLookup {
             return Ok(Read::None);
         }
         let mut selection = None;
+        let mut wanted: Option<Vec<(usize, u64, u64)>> = None;
         if let (Some(columns), Some(offsets)) = (md.column_index(), md.offset_index())
             && let Some(counts) = stats.data_page_row_counts(offsets, row_groups, &groups)?
         {
@@ -441,7 +621,7 @@ impl KeyLookup {
                     return Ok(Read::None);
                 }
                 let mut selectors: Vec<RowSelector> = Vec::new();
-                for (rows, take) in counts.values().iter().zip(pages) {
+                for (rows, &take) in counts.values().iter().zip(&pages) {
                     let rows = usize::try_from(*rows).unwrap_or(usize::MAX);
                     match selectors.last_mut() {
                         Some(s) if s.skip != take => s.row_count += rows,
@@ -450,14 +630,35 @@ impl KeyLookup {
                     }
                 }
                 selection = Some(RowSelection::from(selectors));
+                wanted = stats
+                    .parquet_column_index()
+                    .and_then(|leaf| admitted_pages(md, &groups, leaf, &pages));
             }
         }
-        let columns: Vec<usize> = self
+        let mut columns: Vec<usize> = self
             .scan_schema
             .fields()
             .iter()
             .filter_map(|field| file_schema.index_of(field.name()).ok())
             .collect();
+        if let Some(wanted) = wanted {
+            if !columns.contains(&key_index) {
+                columns.push(key_index);
+            }
+            columns.sort_unstable();
+            let mut out = Vec::with_capacity(wanted.len());
+            for (group, first_row, rows) in wanted {
+                let page = self
+                    .page(f, &meta, group, first_row, rows, &columns)
+                    .await?;
+                let at = columns.binary_search(&key_index).unwrap_or_default();
+                let keep = cmp::eq(page.column(at), &key)?;
+                if keep.true_count() > 0 {
+                    out.push(filter_record_batch(&page, &keep)?);
+                }
+            }
+            return Ok(Read::Rows(out));
+        }
         let predicate = ArrowPredicateFn::new(
             ProjectionMask::roots(parquet_schema, [key_index]),
             move |batch: RecordBatch| cmp::eq(batch.column(0), &key),
@@ -474,11 +675,87 @@ impl KeyLookup {
         Ok(Read::Rows(batches))
     }
 
+    /// Rows `first_row ..+ rows` of row group `group` of `f` (one page of the key column),
+    /// with the file's `columns` (ascending), from the cache or decoded and kept.
+    async fn page(
+        &self,
+        f: &DataFile,
+        meta: &ArrowReaderMetadata,
+        group: usize,
+        first_row: u64,
+        rows: u64,
+        columns: &[usize],
+    ) -> Result<RecordBatch, DataFusionError> {
+        let key = |column: usize| PageKey {
+            path: f.path.clone(),
+            size: f.size,
+            group,
+            first_row,
+            column,
+        };
+        let keys: Vec<PageKey> = columns.iter().map(|c| key(*c)).collect();
+        let mut arrays = self.cache.pages.get(&keys);
+        let missing: Vec<usize> = columns
+            .iter()
+            .zip(&arrays)
+            .filter(|(_, a)| a.is_none())
+            .map(|(c, _)| *c)
+            .collect();
+        if !missing.is_empty() {
+            let group_rows =
+                u64::try_from(meta.metadata().row_group(group).num_rows()).unwrap_or_default();
+            let as_len = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
+            let selection = RowSelection::from(vec![
+                RowSelector::skip(as_len(first_row)),
+                RowSelector::select(as_len(rows)),
+                RowSelector::skip(as_len(group_rows.saturating_sub(first_row + rows))),
+            ]);
+            let reader = FileReader::new(&self.store, f);
+            let batches: Vec<RecordBatch> =
+                ParquetRecordBatchStreamBuilder::new_with_metadata(reader, meta.clone())
+                    .with_row_groups(vec![group])
+                    .with_projection(ProjectionMask::roots(
+                        meta.parquet_schema(),
+                        missing.clone(),
+                    ))
+                    .with_row_selection(selection)
+                    .with_batch_size(as_len(rows).max(1))
+                    .build()?
+                    .try_collect()
+                    .await?;
+            let schema = Arc::new(meta.schema().project(&missing)?);
+            let decoded = concat_batches(&schema, &batches)?;
+            if decoded.num_rows() as u64 != rows {
+                return Err(DataFusionError::Internal(format!(
+                    "a page of {} read {} rows, not {rows}",
+                    f.path,
+                    decoded.num_rows()
+                )));
+            }
+            let mut fresh = Vec::with_capacity(missing.len());
+            for (i, c) in missing.iter().enumerate() {
+                let array = Arc::clone(decoded.column(i));
+                if let Some(at) = columns.iter().position(|x| x == c) {
+                    arrays[at] = Some(Arc::clone(&array));
+                }
+                fresh.push((key(*c), array));
+            }
+            self.cache.pages.put(fresh);
+        }
+        let schema = Arc::new(meta.schema().project(columns)?);
+        let arrays: Vec<ArrayRef> = arrays.into_iter().flatten().collect();
+        Ok(RecordBatch::try_new_with_options(
+            schema,
+            arrays,
+            &RecordBatchOptions::new().with_row_count(Some(usize::try_from(rows).unwrap_or(0))),
+        )?)
+    }
+
     /// `batch` (columns of a file) as the scan produces it: the scan's columns in its order
     /// and types, NULL for columns the file predates.
     fn scan_batch(&self, batch: RecordBatch) -> Result<RecordBatch, DataFusionError> {
         let rows = batch.num_rows();
-        let schema = Arc::new(self.scan_schema.as_arrow().clone());
+        let schema = Arc::clone(&self.scan_arrow);
         let columns = schema
             .fields()
             .iter()
@@ -508,10 +785,12 @@ enum Read {
 }
 
 /// The chain's expressions with one run's parameters bound, ready to evaluate.
+#[derive(Debug)]
 struct ScanRun {
     steps: Vec<PhysicalStep>,
 }
 
+#[derive(Debug)]
 enum PhysicalStep {
     Filter(Arc<dyn datafusion::physical_expr::PhysicalExpr>),
     Project(
@@ -521,17 +800,22 @@ enum PhysicalStep {
 }
 
 impl ScanRun {
-    fn new(lookup: &KeyLookup, params: Option<&ParamValues>) -> Result<Self, DataFusionError> {
+    fn new(
+        scan_filters: &[Expr],
+        scan_schema: &DFSchemaRef,
+        chain: &[Step],
+        params: Option<&ParamValues>,
+    ) -> Result<Self, DataFusionError> {
         let props = ExecutionProps::new();
         let planning = PhysicalPlanningContext::default();
         let physical = |e: &Expr, schema: &DFSchemaRef| {
             create_physical_expr(&bind(e.clone(), params)?, schema, &props, &planning)
         };
-        let mut steps = Vec::with_capacity(lookup.scan_filters.len() + lookup.steps.len());
-        for f in &lookup.scan_filters {
-            steps.push(PhysicalStep::Filter(physical(f, &lookup.scan_schema)?));
+        let mut steps = Vec::with_capacity(scan_filters.len() + chain.len());
+        for f in scan_filters {
+            steps.push(PhysicalStep::Filter(physical(f, scan_schema)?));
         }
-        for step in &lookup.steps {
+        for step in chain {
             steps.push(match step {
                 Step::Filter { predicate, input } => {
                     PhysicalStep::Filter(physical(predicate, input)?)
@@ -600,6 +884,42 @@ fn bind(e: Expr, params: Option<&ParamValues>) -> Result<Expr, DataFusionError> 
         other => Ok(Transformed::no(other)),
     })
     .map(|t| t.data)
+}
+
+/// `(column, value)` when `e` is `column = value`, either way round.
+fn column_equals(e: &Expr) -> Option<(&datafusion::common::Column, &Expr)> {
+    let Expr::BinaryExpr(BinaryExpr {
+        left,
+        op: Operator::Eq,
+        right,
+    }) = e
+    else {
+        return None;
+    };
+    match (left.as_ref(), right.as_ref()) {
+        (Expr::Column(c), v) | (v, Expr::Column(c)) => Some((c, v)),
+        _ => None,
+    }
+}
+
+/// Whether `e` is the lookup's key condition: `key_column = key` (either way round).
+fn is_key_condition(e: &Expr, key_column: &str, key: &Expr) -> bool {
+    column_equals(e).is_some_and(|(c, v)| c.name == key_column && v == key)
+}
+
+/// `predicate` without its top-level conditions that `drop` picks; `None` when none is left.
+fn without(predicate: &Expr, drop: &impl Fn(&Expr) -> bool) -> Option<Expr> {
+    conjunction(
+        split_conjunction(predicate)
+            .into_iter()
+            .filter(|e| !drop(e))
+            .cloned(),
+    )
+}
+
+fn has_placeholder(e: &Expr) -> bool {
+    e.exists(|e| Ok(matches!(e, Expr::Placeholder(_))))
+        .unwrap_or(true)
 }
 
 /// The nodes above the scan (bottom up) and the scan, when `plan` is a chain of projections,
@@ -694,6 +1014,36 @@ fn same_values(file: &DataType, scan: &DataType) -> bool {
     }
 }
 
+/// The pages of leaf column `leaf` in `groups` (in order) that `admitted` (one flag per page,
+/// group after group) keeps, as (row group, first row, rows); `None` when the offset index
+/// does not describe them.
+fn admitted_pages(
+    md: &ParquetMetaData,
+    groups: &[usize],
+    leaf: usize,
+    admitted: &[bool],
+) -> Option<Vec<(usize, u64, u64)>> {
+    let offsets = md.offset_index()?;
+    let mut flags = admitted.iter();
+    let mut out = Vec::new();
+    for &g in groups {
+        let pages = offsets.get(g)?.get(leaf)?.page_locations();
+        let group_rows = u64::try_from(md.row_group(g).num_rows()).ok()?;
+        for (i, page) in pages.iter().enumerate() {
+            if !*flags.next()? {
+                continue;
+            }
+            let first = u64::try_from(page.first_row_index).ok()?;
+            let end = match pages.get(i + 1) {
+                Some(next) => u64::try_from(next.first_row_index).ok()?,
+                None => group_rows,
+            };
+            out.push((g, first, end.checked_sub(first)?));
+        }
+    }
+    flags.next().is_none().then_some(out)
+}
+
 /// For each (min, max) pair, whether `key` may lie within it (unknown bounds admit it).
 fn admits(
     mins: &ArrayRef,
@@ -728,6 +1078,70 @@ mod tests {
             admits(&mins, &maxes, &key).unwrap(),
             vec![false, false, true]
         );
+    }
+
+    #[test]
+    fn kept_pages_stay_within_their_budget_least_recently_used_out_first() {
+        let key = |first_row: u64| PageKey {
+            path: Path::from("ns/t/part-0.parquet"),
+            size: 1,
+            group: 0,
+            first_row,
+            column: 0,
+        };
+        // A little over 1/11 of the budget each: the eleventh page overflows it.
+        let page = || -> ArrayRef { Arc::new(Int64Array::from(vec![7; MAX_PAGE_BYTES / 88])) };
+        let pages = Pages::default();
+        for i in 0..10 {
+            pages.put([(key(i), page())]);
+        }
+        // Page 0 used again: the oldest is now page 1.
+        assert!(pages.get(&[key(0)])[0].is_some());
+        pages.put([(key(10), page())]);
+        let kept: Vec<bool> = (0..=10)
+            .map(|i| pages.get(&[key(i)])[0].is_some())
+            .collect();
+        assert!(kept[0] && kept[10], "{kept:?}");
+        assert!(!kept[1] && !kept[2], "{kept:?}");
+        let inner = pages.0.lock().unwrap();
+        assert!(inner.bytes <= MAX_PAGE_BYTES, "{}", inner.bytes);
+        assert_eq!(
+            inner.bytes,
+            inner
+                .entries
+                .values()
+                .map(|(a, _)| a.get_array_memory_size())
+                .sum::<usize>()
+        );
+    }
+
+    #[test]
+    fn admitted_pages_give_their_rows() {
+        use datafusion::parquet::arrow::ArrowWriter;
+        use datafusion::parquet::file::properties::WriterProperties;
+        let batch = RecordBatch::try_from_iter([(
+            "k",
+            Arc::new(Int64Array::from_iter_values(0..10)) as ArrayRef,
+        )])
+        .unwrap();
+        let props = WriterProperties::builder()
+            .set_data_page_row_count_limit(4)
+            .set_write_batch_size(4)
+            .build();
+        let mut buf = Vec::new();
+        let mut w = ArrowWriter::try_new(&mut buf, batch.schema(), Some(props)).unwrap();
+        w.write(&batch).unwrap();
+        w.close().unwrap();
+        let md = ParquetMetaDataReader::new()
+            .with_page_index_policy(PageIndexPolicy::Required)
+            .parse_and_finish(&bytes::Bytes::from(buf))
+            .unwrap();
+        assert_eq!(
+            admitted_pages(&md, &[0], 0, &[false, true, true]),
+            Some(vec![(0, 4, 4), (0, 8, 2)])
+        );
+        // Flags that do not match the pages: not described.
+        assert_eq!(admitted_pages(&md, &[0], 0, &[true]), None);
     }
 
     #[test]

@@ -236,6 +236,53 @@ async fn analysts_see_their_region_with_masked_values_through_tables_and_views()
     assert!(out.contains("bob@example.com"), "{out}");
 }
 
+/// Where `needle` first appears in the physical plan `session` makes for `sql`.
+async fn in_physical_plan(session: &Session, sql: &str, needle: &str) -> usize {
+    let plan = rows(session, &format!("EXPLAIN {sql}")).await;
+    let physical = &plan[plan.find("physical_plan").expect(&plan)..];
+    physical
+        .find(needle)
+        .unwrap_or_else(|| panic!("no {needle} in {plan}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_top_k_listing_masks_only_the_rows_it_shows() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = setup(dir.path()).await;
+    let eu = principal("alice", &["analyst"], Some("EU"));
+    let alice = engine.session_for(eu, policy()).await.unwrap();
+    let listing = "SELECT id, email, cpf FROM marts.orders ORDER BY amount DESC LIMIT 1";
+    let out = rows(&alice, listing).await;
+    assert!(
+        out.contains("| 3  | c***@example.com | ***.***.***-44 |"),
+        "{out}"
+    );
+    // The masks are computed above the top-K sort (printed first), on the row it keeps.
+    let mask = in_physical_plan(&alice, listing, "strata_mask_email").await;
+    let sort = in_physical_plan(&alice, listing, "SortExec: TopK").await;
+    assert!(mask < sort, "masks computed below the sort");
+    // Sorting by a masked column sorts the masked values, so those are computed first.
+    let by_mask = "SELECT id, cpf FROM marts.orders ORDER BY cpf DESC, id LIMIT 2";
+    let out = rows(&alice, by_mask).await;
+    let first = out.find("| 3  | ***.***.***-44 |").expect(&out);
+    let second = out.find("| 1  | ***.***.***-12 |").expect(&out);
+    assert!(first < second, "{out}");
+    let mask = in_physical_plan(&alice, by_mask, "strata_mask_partial").await;
+    let sort = in_physical_plan(&alice, by_mask, "SortExec: TopK").await;
+    assert!(
+        sort < mask,
+        "a sort by a masked column must see masked values"
+    );
+    // Predicates above the listing still see masked values.
+    let out = rows(
+        &alice,
+        "SELECT count(*) AS n FROM (SELECT email FROM marts.orders ORDER BY amount DESC LIMIT 2) \
+         WHERE email = 'carol@example.com'",
+    )
+    .await;
+    assert!(out.contains("| 0 |"), "{out}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn names_columns_and_files_outside_the_grants_are_invisible() {
     let dir = tempfile::tempdir().unwrap();
