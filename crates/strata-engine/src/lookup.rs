@@ -653,9 +653,21 @@ impl KeyLookup {
                     .await?;
                 let at = columns.binary_search(&key_index).unwrap_or_default();
                 let keep = cmp::eq(page.column(at), &key)?;
-                if keep.true_count() > 0 {
-                    out.push(filter_record_batch(&page, &keep)?);
+                let n = keep.true_count();
+                if n == 0 {
+                    continue;
                 }
+                // The matching rows are one, or a run (pages ordered by the key): a slice
+                // shares the kept page's buffers instead of copying every column.
+                let first = keep.values().set_indices().next().unwrap_or_default();
+                let run = keep.null_count() == 0
+                    && first + n <= keep.len()
+                    && keep.values().slice(first, n).count_set_bits() == n;
+                out.push(if run {
+                    page.slice(first, n)
+                } else {
+                    filter_record_batch(&page, &keep)?
+                });
             }
             return Ok(Read::Rows(out));
         }
