@@ -620,6 +620,12 @@ impl KeyLookup {
                 if !pages.iter().any(|p| *p) {
                     return Ok(Read::None);
                 }
+                wanted = stats
+                    .parquet_column_index()
+                    .and_then(|leaf| admitted_pages(md, &groups, leaf, &pages));
+            }
+            // Only when the pages cannot be kept: the reader's selection of them.
+            if wanted.is_none() && counts.len() == pages.len() {
                 let mut selectors: Vec<RowSelector> = Vec::new();
                 for (rows, &take) in counts.values().iter().zip(&pages) {
                     let rows = usize::try_from(*rows).unwrap_or(usize::MAX);
@@ -630,9 +636,6 @@ impl KeyLookup {
                     }
                 }
                 selection = Some(RowSelection::from(selectors));
-                wanted = stats
-                    .parquet_column_index()
-                    .and_then(|leaf| admitted_pages(md, &groups, leaf, &pages));
             }
         }
         let mut columns: Vec<usize> = self
@@ -646,11 +649,10 @@ impl KeyLookup {
                 columns.push(key_index);
             }
             columns.sort_unstable();
+            let schema = Arc::new(file_schema.project(&columns)?);
             let mut out = Vec::with_capacity(wanted.len());
-            for (group, first_row, rows) in wanted {
-                let page = self
-                    .page(f, &meta, group, first_row, rows, &columns)
-                    .await?;
+            for at in wanted {
+                let page = self.page(f, &meta, at, &columns, &schema).await?;
                 let at = columns.binary_search(&key_index).unwrap_or_default();
                 let keep = cmp::eq(page.column(at), &key)?;
                 let n = keep.true_count();
@@ -688,15 +690,15 @@ impl KeyLookup {
     }
 
     /// Rows `first_row ..+ rows` of row group `group` of `f` (one page of the key column),
-    /// with the file's `columns` (ascending), from the cache or decoded and kept.
+    /// with the file's `columns` (ascending; `schema` is the file's schema of them), from the
+    /// cache or decoded and kept.
     async fn page(
         &self,
         f: &DataFile,
         meta: &ArrowReaderMetadata,
-        group: usize,
-        first_row: u64,
-        rows: u64,
+        (group, first_row, rows): (usize, u64, u64),
         columns: &[usize],
+        schema: &SchemaRef,
     ) -> Result<RecordBatch, DataFusionError> {
         let key = |column: usize| PageKey {
             path: f.path.clone(),
@@ -735,8 +737,8 @@ impl KeyLookup {
                     .build()?
                     .try_collect()
                     .await?;
-            let schema = Arc::new(meta.schema().project(&missing)?);
-            let decoded = concat_batches(&schema, &batches)?;
+            let read = Arc::new(meta.schema().project(&missing)?);
+            let decoded = concat_batches(&read, &batches)?;
             if decoded.num_rows() as u64 != rows {
                 return Err(DataFusionError::Internal(format!(
                     "a page of {} read {} rows, not {rows}",
@@ -754,10 +756,9 @@ impl KeyLookup {
             }
             self.cache.pages.put(fresh);
         }
-        let schema = Arc::new(meta.schema().project(columns)?);
         let arrays: Vec<ArrayRef> = arrays.into_iter().flatten().collect();
         Ok(RecordBatch::try_new_with_options(
-            schema,
+            Arc::clone(schema),
             arrays,
             &RecordBatchOptions::new().with_row_count(Some(usize::try_from(rows).unwrap_or(0))),
         )?)
