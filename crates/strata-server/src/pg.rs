@@ -993,7 +993,7 @@ impl ExtendedQueryHandler for ConnQuery {
             }
         }
         client
-            .send(PgWireBackendMessage::ParseComplete(ParseComplete::new()))
+            .feed(PgWireBackendMessage::ParseComplete(ParseComplete::new()))
             .await?;
         Ok(())
     }
