@@ -29,9 +29,11 @@
 //! caller takes the general path.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 
 use datafusion::arrow::array::{Array, ArrayRef, BooleanArray, RecordBatch, RecordBatchOptions};
+use datafusion::arrow::buffer::BooleanBuffer;
 use datafusion::arrow::compute::kernels::cmp;
 use datafusion::arrow::compute::{cast, concat_batches, filter_record_batch};
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
@@ -138,22 +140,34 @@ impl TableFiles {
 
 /// Parquet footers (with their page indexes) of the files lookups read, by path.
 #[derive(Debug, Default)]
-pub(crate) struct Footers(Mutex<HashMap<Path, (u64, ArrowReaderMetadata)>>);
+pub(crate) struct Footers {
+    files: Mutex<HashMap<Path, Arc<Footer>>>,
+    /// The number the next file read gets ([`Footer::id`]).
+    next_id: AtomicU64,
+}
+
+/// A data file as lookups know it.
+#[derive(Debug)]
+struct Footer {
+    size: u64,
+    meta: ArrowReaderMetadata,
+    /// Names the file in the page cache (hashing a number, not a path, per column read).
+    id: u64,
+    /// The index of each key column looked up in the file (`None`: the file has no such
+    /// column).
+    keys: Mutex<Vec<(String, Option<Arc<KeyIndex>>)>>,
+}
 
 impl Footers {
-    async fn get(
-        &self,
-        store: &Store,
-        f: &DataFile,
-    ) -> Result<ArrowReaderMetadata, DataFusionError> {
-        if let Some((size, meta)) = self
-            .0
+    async fn get(&self, store: &Store, f: &DataFile) -> Result<Arc<Footer>, DataFusionError> {
+        if let Some(footer) = self
+            .files
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .get(&f.path)
-            && *size == f.size
+            && footer.size == f.size
         {
-            return Ok(meta.clone());
+            return Ok(Arc::clone(footer));
         }
         let mut reader = FileReader::new(store, f);
         let meta = ArrowReaderMetadata::load_async(
@@ -161,12 +175,156 @@ impl Footers {
             ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Optional),
         )
         .await?;
-        let mut cache = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        if cache.len() >= MAX_FOOTERS {
-            cache.clear();
+        let footer = Arc::new(Footer {
+            size: f.size,
+            meta,
+            id: self.next_id.fetch_add(1, Ordering::Relaxed),
+            keys: Mutex::default(),
+        });
+        let mut files = self.files.lock().unwrap_or_else(|e| e.into_inner());
+        if files.len() >= MAX_FOOTERS {
+            files.clear();
         }
-        cache.insert(f.path.clone(), (f.size, meta.clone()));
-        Ok(meta)
+        files.insert(f.path.clone(), Arc::clone(&footer));
+        Ok(footer)
+    }
+}
+
+impl Footer {
+    /// The index of key column `column` in this file, built on first use.
+    fn key_index(&self, column: &str) -> Result<Option<Arc<KeyIndex>>, DataFusionError> {
+        if let Some((_, index)) = self
+            .keys
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .find(|(c, _)| c == column)
+        {
+            return Ok(index.clone());
+        }
+        let index = KeyIndex::of(&self.meta, column)?.map(Arc::new);
+        self.keys
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((column.to_string(), index.clone()));
+        Ok(index)
+    }
+}
+
+/// What a lookup reads of a file's key column from the footer and page index, once per
+/// file: the bounds of each row group, and of each of its pages with the rows they span.
+#[derive(Debug)]
+struct KeyIndex {
+    /// The key's column in the file's Arrow schema.
+    column: usize,
+    group_mins: ArrayRef,
+    group_maxes: ArrayRef,
+    /// Per row group: its pages, or `None` when the page index does not describe them.
+    groups: Vec<Option<GroupPages>>,
+}
+
+#[derive(Debug)]
+struct GroupPages {
+    mins: ArrayRef,
+    maxes: ArrayRef,
+    /// (first row, rows) of each page, in the group.
+    spans: Vec<(u64, u64)>,
+}
+
+impl KeyIndex {
+    fn of(meta: &ArrowReaderMetadata, key_column: &str) -> Result<Option<Self>, DataFusionError> {
+        let file_schema = meta.schema();
+        let Some((column, _)) = file_schema.column_with_name(key_column) else {
+            return Ok(None);
+        };
+        let md = meta.metadata();
+        let stats = StatisticsConverter::try_new(key_column, file_schema, meta.parquet_schema())?;
+        let row_groups = md.row_groups();
+        let groups: Vec<Option<GroupPages>> = (0..row_groups.len())
+            .map(|g| GroupPages::of(md, &stats, g))
+            .collect::<Result<_, DataFusionError>>()?;
+        Ok(Some(Self {
+            column,
+            group_mins: stats.row_group_mins(row_groups.iter())?,
+            group_maxes: stats.row_group_maxes(row_groups.iter())?,
+            groups,
+        }))
+    }
+
+    /// The pages of the row groups admitting `key` that may hold it, as (row group, first
+    /// row, rows); `Ok(None)` when some such group has no page index.
+    fn pages(
+        &self,
+        key: &dyn datafusion::arrow::array::Datum,
+    ) -> Result<Option<Vec<(usize, u64, u64)>>, DataFusionError> {
+        let admitted = admits(&self.group_mins, &self.group_maxes, key)?;
+        let mut out = Vec::new();
+        for g in admitted.set_indices() {
+            let Some(Some(pages)) = self.groups.get(g) else {
+                return Ok(None);
+            };
+            let keep = admits(&pages.mins, &pages.maxes, key)?;
+            out.extend(keep.set_indices().filter_map(|p| {
+                let &(first, rows) = pages.spans.get(p)?;
+                Some((g, first, rows))
+            }));
+        }
+        Ok(Some(out))
+    }
+
+    /// The row groups admitting `key`.
+    fn groups(
+        &self,
+        key: &dyn datafusion::arrow::array::Datum,
+    ) -> Result<Vec<usize>, DataFusionError> {
+        Ok(admits(&self.group_mins, &self.group_maxes, key)?
+            .set_indices()
+            .collect())
+    }
+}
+
+impl GroupPages {
+    /// The pages of row group `g`, from the page index.
+    fn of(
+        md: &ParquetMetaData,
+        stats: &StatisticsConverter<'_>,
+        g: usize,
+    ) -> Result<Option<Self>, DataFusionError> {
+        let (Some(columns), Some(offsets), Some(leaf)) = (
+            md.column_index(),
+            md.offset_index(),
+            stats.parquet_column_index(),
+        ) else {
+            return Ok(None);
+        };
+        let Some(locations) = offsets.get(g).and_then(|o| o.get(leaf)) else {
+            return Ok(None);
+        };
+        let locations = locations.page_locations();
+        let Ok(group_rows) = u64::try_from(md.row_group(g).num_rows()) else {
+            return Ok(None);
+        };
+        let mut spans = Vec::with_capacity(locations.len());
+        for (i, page) in locations.iter().enumerate() {
+            let end = match locations.get(i + 1) {
+                Some(next) => next.first_row_index,
+                None => i64::try_from(group_rows).unwrap_or(i64::MAX),
+            };
+            let (Ok(first), Ok(end)) = (u64::try_from(page.first_row_index), u64::try_from(end))
+            else {
+                return Ok(None);
+            };
+            let Some(rows) = end.checked_sub(first) else {
+                return Ok(None);
+            };
+            spans.push((first, rows));
+        }
+        let mins = stats.data_page_mins(columns, offsets, [g].iter())?;
+        let maxes = stats.data_page_maxes(columns, offsets, [g].iter())?;
+        if mins.len() != spans.len() || maxes.len() != spans.len() {
+            return Ok(None);
+        }
+        Ok(Some(Self { mins, maxes, spans }))
     }
 }
 
@@ -181,23 +339,26 @@ pub(crate) struct FileCache {
 /// of a key column (by file, row group and first row), one Arrow array per column. Data files
 /// never change, so an entry is never stale; the least recently used go first.
 #[derive(Debug, Default)]
-struct Pages(Mutex<PagesInner>);
+struct Pages {
+    /// Lookups read under the read lock, side by side; only a put writes.
+    inner: RwLock<PagesInner>,
+    /// Advances on every use; an entry's second field is the tick it was last used at.
+    tick: AtomicU64,
+}
 
 #[derive(Debug, Default)]
 struct PagesInner {
-    entries: HashMap<PageKey, (ArrayRef, u64)>,
+    entries: HashMap<PageKey, (ArrayRef, AtomicU64)>,
     bytes: usize,
-    /// Advances on every use; an entry's second field is the tick it was last used at.
-    tick: u64,
 }
 
 /// Bytes of decoded pages kept for lookups (about a 1.5 M-row table of nine columns).
 const MAX_PAGE_BYTES: usize = 256 << 20;
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 struct PageKey {
-    path: Path,
-    size: u64,
+    /// The file's [`Footer::id`].
+    file: u64,
     group: usize,
     first_row: u64,
     column: usize,
@@ -206,13 +367,12 @@ struct PageKey {
 impl Pages {
     /// The kept arrays of `keys`, in order (`None`: not kept).
     fn get(&self, keys: &[PageKey]) -> Vec<Option<ArrayRef>> {
-        let mut inner = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        inner.tick += 1;
-        let tick = inner.tick;
+        let tick = self.tick.fetch_add(1, Ordering::Relaxed) + 1;
+        let inner = self.inner.read().unwrap_or_else(|e| e.into_inner());
         keys.iter()
             .map(|k| {
-                inner.entries.get_mut(k).map(|(array, used)| {
-                    *used = tick;
+                inner.entries.get(k).map(|(array, used)| {
+                    used.fetch_max(tick, Ordering::Relaxed);
                     Arc::clone(array)
                 })
             })
@@ -220,12 +380,11 @@ impl Pages {
     }
 
     fn put(&self, entries: impl IntoIterator<Item = (PageKey, ArrayRef)>) {
-        let mut inner = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        inner.tick += 1;
-        let tick = inner.tick;
+        let tick = self.tick.fetch_add(1, Ordering::Relaxed) + 1;
+        let mut inner = self.inner.write().unwrap_or_else(|e| e.into_inner());
         for (k, array) in entries {
             let size = array.get_array_memory_size();
-            if let Some((old, _)) = inner.entries.insert(k, (array, tick)) {
+            if let Some((old, _)) = inner.entries.insert(k, (array, AtomicU64::new(tick))) {
                 inner.bytes -= old.get_array_memory_size();
             }
             inner.bytes += size;
@@ -235,7 +394,7 @@ impl Pages {
             let mut by_use: Vec<(u64, usize)> = inner
                 .entries
                 .values()
-                .map(|(a, t)| (*t, a.get_array_memory_size()))
+                .map(|(a, t)| (t.load(Ordering::Relaxed), a.get_array_memory_size()))
                 .collect();
             by_use.sort_unstable_by_key(|(t, _)| *t);
             let mut bytes = inner.bytes;
@@ -247,7 +406,9 @@ impl Pages {
                 bytes -= size;
                 cut = t;
             }
-            inner.entries.retain(|_, (_, t)| *t > cut);
+            inner
+                .entries
+                .retain(|_, (_, t)| t.load(Ordering::Relaxed) > cut);
             inner.bytes = inner
                 .entries
                 .values()
@@ -576,84 +737,45 @@ impl KeyLookup {
 
     /// The rows of `f` whose key column equals `key`, with the columns the scan reads.
     async fn read(&self, f: &DataFile, key: &ScalarValue) -> Result<Read, DataFusionError> {
-        let meta = self.cache.footers.get(&self.store, f).await?;
-        let file_schema = Arc::clone(meta.schema());
-        let Some((key_index, key_field)) = file_schema.column_with_name(&self.key_column) else {
+        let footer = self.cache.footers.get(&self.store, f).await?;
+        let index = match footer.key_index(&self.key_column) {
+            Ok(Some(index)) => index,
             // A file written before the column existed: its key is NULL in every row.
-            return Ok(Read::None);
+            Ok(None) => return Ok(Read::None),
+            // Statistics of a type this reader cannot compare: the general path reads it.
+            Err(_) => return Ok(Read::Unreadable),
         };
+        let meta = &footer.meta;
+        let file_schema = Arc::clone(meta.schema());
+        let key_index = index.column;
         let planned = self
             .scan_schema
             .field_with_unqualified_name(&self.key_column)?
             .data_type();
-        if !same_values(key_field.data_type(), planned) {
+        let file_type = file_schema.field(key_index).data_type();
+        if !same_values(file_type, planned) {
             return Ok(Read::Unreadable);
         }
-        let Ok(key) = key.cast_to(key_field.data_type()) else {
+        let Ok(key) = key.cast_to(file_type) else {
             return Ok(Read::Unreadable);
         };
         let key = key.to_scalar()?;
-        let md = meta.metadata();
-        let parquet_schema = meta.parquet_schema();
-        let stats = StatisticsConverter::try_new(&self.key_column, &file_schema, parquet_schema)?;
-        let row_groups = md.row_groups();
-        let admitted = admits(
-            &stats.row_group_mins(row_groups.iter())?,
-            &stats.row_group_maxes(row_groups.iter())?,
-            &key,
-        )?;
-        let groups: Vec<usize> = (0..row_groups.len()).filter(|i| admitted[*i]).collect();
-        if groups.is_empty() {
-            return Ok(Read::None);
-        }
-        let mut selection = None;
-        let mut wanted: Option<Vec<(usize, u64, u64)>> = None;
-        if let (Some(columns), Some(offsets)) = (md.column_index(), md.offset_index())
-            && let Some(counts) = stats.data_page_row_counts(offsets, row_groups, &groups)?
-        {
-            let pages = admits(
-                &stats.data_page_mins(columns, offsets, &groups)?,
-                &stats.data_page_maxes(columns, offsets, &groups)?,
-                &key,
-            )?;
-            if counts.len() == pages.len() {
-                if !pages.iter().any(|p| *p) {
-                    return Ok(Read::None);
-                }
-                wanted = stats
-                    .parquet_column_index()
-                    .and_then(|leaf| admitted_pages(md, &groups, leaf, &pages));
-            }
-            // Only when the pages cannot be kept: the reader's selection of them.
-            if wanted.is_none() && counts.len() == pages.len() {
-                let mut selectors: Vec<RowSelector> = Vec::new();
-                for (rows, &take) in counts.values().iter().zip(&pages) {
-                    let rows = usize::try_from(*rows).unwrap_or(usize::MAX);
-                    match selectors.last_mut() {
-                        Some(s) if s.skip != take => s.row_count += rows,
-                        _ if take => selectors.push(RowSelector::select(rows)),
-                        _ => selectors.push(RowSelector::skip(rows)),
-                    }
-                }
-                selection = Some(RowSelection::from(selectors));
-            }
-        }
         let mut columns: Vec<usize> = self
             .scan_schema
             .fields()
             .iter()
             .filter_map(|field| file_schema.index_of(field.name()).ok())
             .collect();
-        if let Some(wanted) = wanted {
+        if let Some(wanted) = index.pages(&key)? {
             if !columns.contains(&key_index) {
                 columns.push(key_index);
             }
             columns.sort_unstable();
+            let at = columns.binary_search(&key_index).unwrap_or_default();
             let schema = Arc::new(file_schema.project(&columns)?);
             let mut out = Vec::with_capacity(wanted.len());
-            for at in wanted {
-                let page = self.page(f, &meta, at, &columns, &schema).await?;
-                let at = columns.binary_search(&key_index).unwrap_or_default();
+            for span in wanted {
+                let page = self.page(f, &footer, span, &columns, &schema).await?;
                 let keep = cmp::eq(page.column(at), &key)?;
                 let n = keep.true_count();
                 if n == 0 {
@@ -673,19 +795,26 @@ impl KeyLookup {
             }
             return Ok(Read::Rows(out));
         }
+        // No page index to keep pages by: the reader compares the key before it decodes
+        // the other columns (a row filter) in the row groups whose bounds admit it.
+        let groups = index.groups(&key)?;
+        if groups.is_empty() {
+            return Ok(Read::None);
+        }
+        let parquet_schema = meta.parquet_schema();
         let predicate = ArrowPredicateFn::new(
             ProjectionMask::roots(parquet_schema, [key_index]),
             move |batch: RecordBatch| cmp::eq(batch.column(0), &key),
         );
         let reader = FileReader::new(&self.store, f);
-        let mut builder = ParquetRecordBatchStreamBuilder::new_with_metadata(reader, meta.clone())
-            .with_row_groups(groups)
-            .with_projection(ProjectionMask::roots(parquet_schema, columns))
-            .with_row_filter(RowFilter::new(vec![Box::new(predicate)]));
-        if let Some(selection) = selection {
-            builder = builder.with_row_selection(selection);
-        }
-        let batches: Vec<RecordBatch> = builder.build()?.try_collect().await?;
+        let batches: Vec<RecordBatch> =
+            ParquetRecordBatchStreamBuilder::new_with_metadata(reader, meta.clone())
+                .with_row_groups(groups)
+                .with_projection(ProjectionMask::roots(parquet_schema, columns))
+                .with_row_filter(RowFilter::new(vec![Box::new(predicate)]))
+                .build()?
+                .try_collect()
+                .await?;
         Ok(Read::Rows(batches))
     }
 
@@ -695,14 +824,14 @@ impl KeyLookup {
     async fn page(
         &self,
         f: &DataFile,
-        meta: &ArrowReaderMetadata,
+        footer: &Footer,
         (group, first_row, rows): (usize, u64, u64),
         columns: &[usize],
         schema: &SchemaRef,
     ) -> Result<RecordBatch, DataFusionError> {
+        let meta = &footer.meta;
         let key = |column: usize| PageKey {
-            path: f.path.clone(),
-            size: f.size,
+            file: footer.id,
             group,
             first_row,
             column,
@@ -1027,49 +1156,23 @@ fn same_values(file: &DataType, scan: &DataType) -> bool {
     }
 }
 
-/// The pages of leaf column `leaf` in `groups` (in order) that `admitted` (one flag per page,
-/// group after group) keeps, as (row group, first row, rows); `None` when the offset index
-/// does not describe them.
-fn admitted_pages(
-    md: &ParquetMetaData,
-    groups: &[usize],
-    leaf: usize,
-    admitted: &[bool],
-) -> Option<Vec<(usize, u64, u64)>> {
-    let offsets = md.offset_index()?;
-    let mut flags = admitted.iter();
-    let mut out = Vec::new();
-    for &g in groups {
-        let pages = offsets.get(g)?.get(leaf)?.page_locations();
-        let group_rows = u64::try_from(md.row_group(g).num_rows()).ok()?;
-        for (i, page) in pages.iter().enumerate() {
-            if !*flags.next()? {
-                continue;
-            }
-            let first = u64::try_from(page.first_row_index).ok()?;
-            let end = match pages.get(i + 1) {
-                Some(next) => u64::try_from(next.first_row_index).ok()?,
-                None => group_rows,
-            };
-            out.push((g, first, end.checked_sub(first)?));
-        }
-    }
-    flags.next().is_none().then_some(out)
-}
-
-/// For each (min, max) pair, whether `key` may lie within it (unknown bounds admit it).
+/// For each (min, max) pair, whether `key` may lie within it (unknown bounds admit it), as
+/// bits: a lookup visits only the set ones.
 fn admits(
     mins: &ArrayRef,
     maxes: &ArrayRef,
     key: &dyn datafusion::arrow::array::Datum,
-) -> Result<Vec<bool>, DataFusionError> {
-    let low = cmp::lt_eq(mins, key)?;
-    let high = cmp::gt_eq(maxes, key)?;
-    Ok(low
-        .iter()
-        .zip(high.iter())
-        .map(|(l, h)| l.unwrap_or(true) && h.unwrap_or(true))
-        .collect())
+) -> Result<BooleanBuffer, DataFusionError> {
+    // A null comparison (an unknown bound) counts as true.
+    let open = |b: BooleanArray| -> BooleanBuffer {
+        match b.nulls() {
+            Some(valid) => b.values() | &!valid.inner(),
+            None => b.values().clone(),
+        }
+    };
+    let low = open(cmp::lt_eq(mins, key)?);
+    let high = open(cmp::gt_eq(maxes, key)?);
+    Ok(&low & &high)
 }
 
 #[cfg(test)]
@@ -1081,23 +1184,18 @@ mod tests {
     fn unknown_bounds_admit_the_key() {
         let mins: ArrayRef = Arc::new(Int64Array::from(vec![Some(1), None, Some(10)]));
         let maxes: ArrayRef = Arc::new(Int64Array::from(vec![Some(5), Some(3), None]));
-        let key = Int64Array::new_scalar(4);
-        assert_eq!(
-            admits(&mins, &maxes, &key).unwrap(),
-            vec![true, false, false]
-        );
-        let key = Int64Array::new_scalar(12);
-        assert_eq!(
-            admits(&mins, &maxes, &key).unwrap(),
-            vec![false, false, true]
-        );
+        let admitted = |key: i64| -> Vec<bool> {
+            let key = Int64Array::new_scalar(key);
+            admits(&mins, &maxes, &key).unwrap().iter().collect()
+        };
+        assert_eq!(admitted(4), vec![true, false, false]);
+        assert_eq!(admitted(12), vec![false, false, true]);
     }
 
     #[test]
     fn kept_pages_stay_within_their_budget_least_recently_used_out_first() {
         let key = |first_row: u64| PageKey {
-            path: Path::from("ns/t/part-0.parquet"),
-            size: 1,
+            file: 1,
             group: 0,
             first_row,
             column: 0,
@@ -1116,7 +1214,7 @@ mod tests {
             .collect();
         assert!(kept[0] && kept[10], "{kept:?}");
         assert!(!kept[1] && !kept[2], "{kept:?}");
-        let inner = pages.0.lock().unwrap();
+        let inner = pages.inner.read().unwrap();
         assert!(inner.bytes <= MAX_PAGE_BYTES, "{}", inner.bytes);
         assert_eq!(
             inner.bytes,
@@ -1129,7 +1227,7 @@ mod tests {
     }
 
     #[test]
-    fn admitted_pages_give_their_rows() {
+    fn key_indexes_give_the_pages_that_admit_a_key() {
         use datafusion::parquet::arrow::ArrowWriter;
         use datafusion::parquet::file::properties::WriterProperties;
         let batch = RecordBatch::try_from_iter([(
@@ -1145,16 +1243,19 @@ mod tests {
         let mut w = ArrowWriter::try_new(&mut buf, batch.schema(), Some(props)).unwrap();
         w.write(&batch).unwrap();
         w.close().unwrap();
-        let md = ParquetMetaDataReader::new()
-            .with_page_index_policy(PageIndexPolicy::Required)
-            .parse_and_finish(&bytes::Bytes::from(buf))
-            .unwrap();
-        assert_eq!(
-            admitted_pages(&md, &[0], 0, &[false, true, true]),
-            Some(vec![(0, 4, 4), (0, 8, 2)])
-        );
-        // Flags that do not match the pages: not described.
-        assert_eq!(admitted_pages(&md, &[0], 0, &[true]), None);
+        let meta = ArrowReaderMetadata::load(
+            &bytes::Bytes::from(buf),
+            ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Required),
+        )
+        .unwrap();
+        let index = KeyIndex::of(&meta, "k").unwrap().unwrap();
+        let pages = |k: i64| index.pages(&Int64Array::new_scalar(k)).unwrap();
+        // Pages of rows 0..4, 4..8 and 8..10.
+        assert_eq!(pages(5), Some(vec![(0, 4, 4)]));
+        assert_eq!(pages(9), Some(vec![(0, 8, 2)]));
+        assert_eq!(pages(42), Some(vec![]));
+        assert_eq!(index.groups(&Int64Array::new_scalar(3)).unwrap(), vec![0]);
+        assert!(KeyIndex::of(&meta, "other").unwrap().is_none());
     }
 
     #[test]
