@@ -1148,17 +1148,24 @@ impl MetaStore {
         let at = Timestamp::now();
         on_backend!(self, |pool, sql| {
             let mut tx = pool.begin().await.map_err(Error::query("record_audit"))?;
-            for entry in entries {
-                sqlx::query(sql.insert_audit)
-                    .bind(at)
-                    .bind(&entry.principal)
-                    .bind(&entry.surface)
-                    .bind(&entry.statement)
-                    .bind(to_json(&entry.tables))
-                    .bind(entry.rows)
-                    .bind(entry.outcome.as_str())
-                    .bind(&entry.error)
-                    .bind(entry.duration_ms)
+            // Several entries per statement: one round trip to the store for each chunk.
+            for chunk in entries.chunks(AUDIT_ROWS_PER_INSERT) {
+                // Only the static head and numbered placeholders: the values are bound.
+                let text = audit_insert(sql.insert_audit, chunk.len());
+                let mut query = sqlx::query(sqlx::AssertSqlSafe(text));
+                for entry in chunk {
+                    query = query
+                        .bind(at)
+                        .bind(&entry.principal)
+                        .bind(&entry.surface)
+                        .bind(&entry.statement)
+                        .bind(to_json(&entry.tables))
+                        .bind(entry.rows)
+                        .bind(entry.outcome.as_str())
+                        .bind(&entry.error)
+                        .bind(entry.duration_ms);
+                }
+                query
                     .execute(&mut *tx)
                     .await
                     .map_err(Error::query("record_audit"))?;
@@ -1183,6 +1190,30 @@ impl MetaStore {
                 .collect()
         })
     }
+}
+
+/// Audit entries written by one `INSERT` at most (nine parameters each).
+const AUDIT_ROWS_PER_INSERT: usize = 32;
+
+/// `head` (an insert up to `VALUES`) with `rows` tuples of nine numbered parameters.
+fn audit_insert(head: &str, rows: usize) -> String {
+    use std::fmt::Write;
+    let mut text = String::with_capacity(head.len() + rows * 48);
+    text.push_str(head);
+    for row in 0..rows {
+        if row > 0 {
+            text.push_str(", ");
+        }
+        text.push('(');
+        for col in 0..9 {
+            if col > 0 {
+                text.push_str(", ");
+            }
+            let _ = write!(text, "${}", row * 9 + col + 1);
+        }
+        text.push(')');
+    }
+    text
 }
 
 /// A grant's object and columns as stored.
@@ -1416,6 +1447,15 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn audit_inserts_number_every_rows_parameters() {
+        assert_eq!(
+            audit_insert("INSERT INTO t VALUES ", 2),
+            "INSERT INTO t VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9), \
+             ($10, $11, $12, $13, $14, $15, $16, $17, $18)"
+        );
+    }
 
     #[test]
     fn privileges_round_trip_through_text() {

@@ -92,6 +92,9 @@ pub(crate) struct Statements {
     /// Sets `revoked_at` of token `$1` to `$2` unless it is revoked already.
     pub(crate) revoke_token: &'static str,
     pub(crate) touch_token: &'static str,
+    /// The head of an insert into the audit log, up to `VALUES`: each entry adds a tuple of
+    /// nine parameters (at, principal, surface, statement, tables, row count, outcome,
+    /// error, duration).
     pub(crate) insert_audit: &'static str,
     /// `$1` principal or NULL, `$2` surface or NULL, `$3` limit; newest first.
     pub(crate) list_audit: &'static str,
@@ -253,8 +256,7 @@ macro_rules! statements {
                  WHERE id = $1 AND revoked_at IS NULL",
             touch_token: "UPDATE api_tokens SET last_used_at = $2 WHERE id = $1",
             insert_audit: "INSERT INTO audit_log (at, principal, surface, statement, tables, \
-                 row_count, outcome, error, duration_ms) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                 row_count, outcome, error, duration_ms) VALUES ",
             list_audit: "SELECT id, at, principal, surface, statement, tables, row_count, \
                  outcome, error, duration_ms FROM audit_log \
                  WHERE ($1 IS NULL OR principal = $1) AND ($2 IS NULL OR surface = $2) \

@@ -247,8 +247,6 @@ impl Server {
     pub async fn stop(self) {
         let _ = self.stop.send(true);
         self.audit.flush(Duration::from_secs(2)).await;
-        // Let the entry in hand reach the store.
-        tokio::time::sleep(Duration::from_millis(50)).await;
         for t in self.tasks {
             t.abort();
             let _ = t.await;

@@ -753,6 +753,19 @@ async fn audit_log_is_newest_first_and_filtered(db: &TestDb) {
         version,
         "the audit log is not access state"
     );
+
+    // A batch larger than one insert statement holds keeps every entry, in order.
+    let batch: Vec<AuditEntry> = (0..75)
+        .map(|i| entry("cai", "pgwire", &format!("SELECT {i}"), AuditOutcome::Ok))
+        .collect();
+    store.record_audits(&batch).await.unwrap();
+    let cai = store
+        .audit(AuditFilter::new().principal("cai").limit(100))
+        .await
+        .unwrap();
+    let got: Vec<&AuditEntry> = cai.iter().map(|r| &r.entry).collect();
+    let want: Vec<&AuditEntry> = batch.iter().rev().collect();
+    assert_eq!(got, want);
     store.close().await;
 }
 
