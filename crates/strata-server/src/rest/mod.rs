@@ -1069,19 +1069,25 @@ async fn table_rows(
         raw.as_deref().unwrap_or_default()
     );
     let user = caller.principal.name.clone();
-    let answered = match lookup_page(&state, &caller, &ns, &t, raw.as_deref(), &headers).await {
-        Some(answer) => Ok(answer),
-        None => match open_session(&state.shared, &caller.principal).await {
-            Ok(session) => page(&state, &session, &ns, &t, raw.as_deref(), &headers).await,
-            Err(e) => Err(e),
+    let answered = match table_request(&headers, raw.as_deref()) {
+        Ok(req) => match lookup_page(&state, &caller, &ns, &t, &req).await {
+            Some(answer) => Ok(answer),
+            None => match open_session(&state.shared, &caller.principal).await {
+                Ok(session) => page(&state, &session, &ns, &t, &req).await,
+                Err(e) => Err(e),
+            },
         },
+        Err(e) => Err(e),
     };
     match answered {
         Ok((resp, rows, statement)) => {
-            let mut entry = crate::audit::entry(
+            // The table is the request's own: no statement to parse (a lookup's carries
+            // its key, so each would be new to the audit's statement cache).
+            let mut entry = crate::audit::entry_on(
                 &user,
                 SURFACE,
                 &statement,
+                vec![format!("{ns}.{t}").to_lowercase()],
                 AuditOutcome::Ok,
                 None,
                 started.elapsed(),
@@ -1097,24 +1103,37 @@ async fn table_rows(
     }
 }
 
-/// One page of a table: `(response, rows, the statement run)`.
-async fn page(
-    state: &RestState,
-    session: &Session,
-    ns: &str,
-    t: &str,
-    raw: Option<&str>,
-    headers: &HeaderMap,
-) -> Result<(Response, u64, String), ApiError> {
+/// A table request read once: the response format, the query's pairs (`format` aside) and
+/// the question they ask.
+struct TableRequest {
+    format: Format,
+    pairs: Vec<(String, String)>,
+    q: filter::Query,
+}
+
+fn table_request(headers: &HeaderMap, raw: Option<&str>) -> Result<TableRequest, ApiError> {
     let format = negotiate(headers, raw)?;
-    let schema = resolve(session, ns, t).await?;
     let pairs: Vec<(String, String)> = form_urlencoded::parse(raw.unwrap_or_default().as_bytes())
         .map(|(k, v)| (k.into_owned(), v.into_owned()))
         .filter(|(k, _)| k != "format")
         .collect();
     let q = filter::Query::parse(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .map_err(|e| ApiError::bad_request(e.0))?;
-    let digest = question_digest(&pairs);
+    Ok(TableRequest { format, pairs, q })
+}
+
+/// One page of a table: `(response, rows, the statement run)`.
+async fn page(
+    state: &RestState,
+    session: &Session,
+    ns: &str,
+    t: &str,
+    req: &TableRequest,
+) -> Result<(Response, u64, String), ApiError> {
+    let TableRequest { format, pairs, q } = req;
+    let format = *format;
+    let schema = resolve(session, ns, t).await?;
+    let digest = question_digest(pairs);
     let (version, offset) = match &q.cursor {
         Some(c) => {
             let c = Cursor::decode(c)?;
@@ -1242,6 +1261,8 @@ struct TableLookup {
     key_type: DataType,
     /// The table's columns when planned, to write the audited statement.
     schema: SchemaRef,
+    /// The lookup's result columns, as the response encodes them.
+    out: SchemaRef,
     /// Set once a key of the question matched more than one row: its later requests go
     /// straight to the paged statement, which orders them.
     many: AtomicBool,
@@ -1278,15 +1299,10 @@ async fn lookup_page(
     caller: &Caller,
     ns: &str,
     t: &str,
-    raw: Option<&str>,
-    headers: &HeaderMap,
+    req: &TableRequest,
 ) -> Option<(Response, u64, String)> {
-    let format = negotiate(headers, raw).ok()?;
-    let pairs: Vec<(String, String)> = form_urlencoded::parse(raw.unwrap_or_default().as_bytes())
-        .map(|(k, v)| (k.into_owned(), v.into_owned()))
-        .filter(|(k, _)| k != "format")
-        .collect();
-    let q = filter::Query::parse(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str()))).ok()?;
+    let TableRequest { format, q, .. } = req;
+    let format = *format;
     if q.cursor.is_some() || q.offset.unwrap_or(0) > 0 || q.page_size() == 0 {
         return None;
     }
@@ -1332,8 +1348,7 @@ async fn lookup_page(
         lookup.many.store(true, Ordering::Relaxed);
         return None;
     }
-    let schema: SchemaRef = Arc::new(lookup.lookup.schema().as_arrow().clone());
-    let mut enc = Encoder::new(format, schema);
+    let mut enc = Encoder::new(format, Arc::clone(&lookup.out));
     let mut body = Vec::new();
     body.extend_from_slice(&enc.begin().ok()?);
     for b in &batches {
@@ -1384,10 +1399,12 @@ async fn plan_lookup(
         return Some(None);
     };
     Some(session.key_lookup(&plan).map(|lookup| {
+        let out = Arc::new(lookup.schema().as_arrow().clone());
         Arc::new(TableLookup {
             lookup,
             key_type,
             schema,
+            out,
             many: AtomicBool::new(false),
         })
     }))

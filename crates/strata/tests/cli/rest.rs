@@ -557,6 +557,7 @@ fn rest_key_lookups_answer_as_the_paged_statement_does() {
             r["entry"]["statement"].as_str()
                 == Some("SELECT \"id\", \"email\" FROM \"marts\".\"orders\" WHERE \"id\" = 7")
                 && r["entry"]["rows"] == 1
+                && r["entry"]["tables"] == serde_json::json!(["marts.orders"])
         });
         if found {
             break;
