@@ -7,12 +7,15 @@
 //! same statement path as the REST API (grants, row policies and masks in the plan; writes
 //! checked and committed by the engine).
 //!
-//! Tickets and prepared-statement handles carry the statement, never a privilege: the
-//! statement runs again as whoever redeems the ticket.
+//! Tickets and prepared-statement handles carry the statement, never a privilege. The rows
+//! a `GetFlightInfo` started wait (a minute at most) for the `DoGet` of the same principal,
+//! so a query is planned, checked and logged once; any other redemption of the ticket runs
+//! the statement again as whoever redeems it.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -39,6 +42,7 @@ use strata_engine::datafusion::arrow::array::{Int64Array, RecordBatch, StringArr
 use strata_engine::datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use strata_engine::datafusion::arrow::ipc::writer::IpcWriteOptions;
 use strata_engine::datafusion::common::ScalarValue;
+use strata_engine::datafusion::execution::SendableRecordBatchStream;
 use strata_engine::{Principal, Session};
 use strata_meta::AuditOutcome;
 use tonic::{Request, Response, Status, Streaming};
@@ -52,6 +56,10 @@ const SURFACE: &str = "flight";
 const SESSION_TTL: Duration = Duration::from_secs(12 * 3600);
 /// Most prepared statements kept at once (the oldest go first).
 const MAX_PREPARED: usize = 10_000;
+/// How long the rows of a `GetFlightInfo` wait for the `DoGet` of their ticket.
+const PARKED_TTL: Duration = Duration::from_secs(60);
+/// Most results waiting at once (the oldest go first).
+const MAX_PARKED: usize = 64;
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
@@ -70,11 +78,22 @@ struct Prepared {
     created: Instant,
 }
 
+/// The rows of a statement run for `GetFlightInfo`, waiting for the `DoGet` of its ticket:
+/// the statement is planned, checked and logged once, and its first batches are under way
+/// when the client asks for them.
+struct Parked {
+    user: String,
+    stream: SendableRecordBatchStream,
+    expires: Instant,
+}
+
 /// The Flight SQL service.
 pub(crate) struct StrataFlight {
     shared: Arc<crate::pg::Shared>,
     logins: Mutex<HashMap<String, Login>>,
     prepared: Mutex<HashMap<Vec<u8>, Prepared>>,
+    parked: Mutex<HashMap<u64, Parked>>,
+    next_run: AtomicU64,
     peer_check: bool,
 }
 
@@ -84,7 +103,46 @@ impl StrataFlight {
             shared,
             logins: Mutex::default(),
             prepared: Mutex::default(),
+            parked: Mutex::default(),
+            next_run: AtomicU64::new(getrandom::u64().unwrap_or_default()),
             peer_check: !tls,
+        }
+    }
+
+    /// Keeps `stream` for the `DoGet` of `principal`; returns the id its ticket carries.
+    fn park(&self, principal: &Principal, stream: SendableRecordBatchStream) -> u64 {
+        let id = self.next_run.fetch_add(1, Ordering::Relaxed);
+        let mut parked = self.parked.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        parked.retain(|_, p| p.expires > now);
+        if parked.len() >= MAX_PARKED
+            && let Some(oldest) = parked
+                .iter()
+                .min_by_key(|(_, p)| p.expires)
+                .map(|(k, _)| *k)
+        {
+            parked.remove(&oldest);
+        }
+        parked.insert(
+            id,
+            Parked {
+                user: principal.name.clone(),
+                stream,
+                expires: now + PARKED_TTL,
+            },
+        );
+        id
+    }
+
+    /// The rows parked as `id` for `principal`, once; `None` when they are gone (fetched,
+    /// expired) or were another principal's: the ticket's statement then runs again.
+    fn unpark(&self, id: u64, principal: &Principal) -> Option<SendableRecordBatchStream> {
+        let mut parked = self.parked.lock().unwrap_or_else(|e| e.into_inner());
+        match parked.get(&id) {
+            Some(p) if p.user == principal.name && p.expires > Instant::now() => {
+                parked.remove(&id).map(|p| p.stream)
+            }
+            _ => None,
         }
     }
 
@@ -290,6 +348,9 @@ struct StatementHandle {
     /// left to fetch.
     #[serde(default)]
     done: Option<(String, Option<u64>)>,
+    /// The rows already under way for the principal who asked ([`StrataFlight::park`]).
+    #[serde(default)]
+    run: Option<u64>,
 }
 
 fn info(
@@ -317,6 +378,7 @@ fn done_info(
     let handle = serde_json::to_vec(&StatementHandle {
         sql,
         done: Some((tag, rows)),
+        run: None,
     })
     .map_err(|e| Status::internal(e.to_string()))?;
     let ticket = TicketStatementQuery {
@@ -431,9 +493,14 @@ impl FlightSqlService for StrataFlight {
         let (principal, session) = self.session(&request).await?;
         let sql = self.run_prefix(&principal, &session, &query.query).await?;
         match self.run(&principal, &session, &sql, &[]).await? {
-            Ran::Rows { schema, .. } => {
-                let handle = serde_json::to_vec(&StatementHandle { sql, done: None })
-                    .map_err(|e| Status::internal(e.to_string()))?;
+            Ran::Rows { schema, stream } => {
+                let run = Some(self.park(&principal, stream));
+                let handle = serde_json::to_vec(&StatementHandle {
+                    sql,
+                    done: None,
+                    run,
+                })
+                .map_err(|e| Status::internal(e.to_string()))?;
                 let ticket = TicketStatementQuery {
                     statement_handle: handle.into(),
                 };
@@ -454,14 +521,25 @@ impl FlightSqlService for StrataFlight {
     ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
         let handle: StatementHandle = serde_json::from_slice(&ticket.statement_handle)
             .map_err(|_| Status::invalid_argument("not a ticket this server gave out"))?;
-        let (principal, session) = self.session(&request).await?;
         if let Some((tag, rows)) = handle.done {
+            // Only the outcome: no statement runs, but the caller must still be one.
+            self.principal(&request).await?;
             let batch = done_batch(&tag, rows)?;
             return Ok(stream_batches(
                 batch.schema(),
                 futures::stream::iter([Ok(batch)]),
             ));
         }
+        if let Some(run) = handle.run {
+            let principal = self.principal(&request).await?;
+            if let Some(stream) = self.unpark(run, &principal) {
+                return Ok(stream_batches(
+                    stream.schema(),
+                    stream.map_err(|e| FlightError::ExternalError(Box::new(e))),
+                ));
+            }
+        }
+        let (principal, session) = self.session(&request).await?;
         self.rows(&principal, &session, &handle.sql, &[]).await
     }
 

@@ -140,3 +140,95 @@ print("after", [r[0] for r in cur.fetchall()])
     assert_eq!(line("admin"), "4");
     assert_eq!(line("after"), "[1, 3, 4]");
 }
+
+/// The rows a `GetFlightInfo` started are fetched by its principal's `DoGet` without running
+/// the statement again (one audit entry); a ticket redeemed by someone else, or a second
+/// time, runs the statement again under the redeemer's own grants and masks.
+#[test]
+fn tickets_fetch_the_rows_their_flight_info_started_once() {
+    let (_tmp, dir) = setup();
+    let s = serve(&dir);
+    let script = r#"
+import base64, os
+import pyarrow.flight as fl
+
+# Protocol buffers by hand: length-delimited fields of an Any holding the Flight SQL command.
+def field(number, data):
+    n, out = len(data), bytes([number << 3 | 2])
+    while True:
+        out += bytes([(n & 0x7F) | (0x80 if n > 0x7F else 0)])
+        n >>= 7
+        if not n:
+            return out + data
+
+def command(sql):
+    kind = b"type.googleapis.com/arrow.flight.protocol.sql.CommandStatementQuery"
+    query = field(1, sql.encode())
+    return fl.FlightDescriptor.for_command(field(1, kind) + field(2, query))
+
+def options(user):
+    basic = base64.b64encode(f"{user}:{os.environ['PASSWORD']}".encode())
+    return fl.FlightCallOptions(headers=[(b"authorization", b"Basic " + basic)])
+
+client = fl.FlightClient(os.environ["URI"])
+info = client.get_flight_info(command("SELECT id, email FROM marts.orders ORDER BY id"), options("alice"))
+ticket = info.endpoints[0].ticket
+def emails(user):
+    return client.do_get(ticket, options(user)).read_all().column("email").to_pylist()
+print("admin", emails("admin"))
+print("alice", emails("alice"))
+print("again", emails("alice"))
+"#;
+    let out = adbc(
+        script,
+        &[
+            ("URI", &format!("grpc://127.0.0.1:{}", s.flight_port)),
+            ("PASSWORD", PASSWORD),
+        ],
+    );
+    let line = |key: &str| {
+        out.lines()
+            .find_map(|l| l.strip_prefix(&format!("{key} ")))
+            .unwrap_or_else(|| panic!("no `{key}` line in:\n{out}"))
+            .to_string()
+    };
+    // Another principal's redemption runs as that principal: no masks for the superuser.
+    assert_eq!(
+        line("admin"),
+        "['alice@example.com', 'bob@example.com', 'carol@example.com']"
+    );
+    assert_eq!(line("alice"), "['a***@example.com', 'c***@example.com']");
+    assert_eq!(line("again"), "['a***@example.com', 'c***@example.com']");
+
+    // alice's statement ran twice (the flight info, then the second redemption), not three
+    // times; the superuser's once.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let v: serde_json::Value = serde_json::from_str(&ok(
+            &dir,
+            &["--json", "audit", "--surface", "flight", "--limit", "100"],
+        ))
+        .unwrap();
+        let runs = |user: &str| {
+            v.as_array()
+                .unwrap()
+                .iter()
+                .filter(|r| {
+                    r["entry"]["principal"] == user
+                        && r["entry"]["statement"]
+                            == "SELECT id, email FROM marts.orders ORDER BY id"
+                })
+                .count()
+        };
+        if (runs("alice"), runs("admin")) == (2, 1) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "alice ran {} times, admin {}: {v:#}",
+            runs("alice"),
+            runs("admin")
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
