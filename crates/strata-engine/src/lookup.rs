@@ -223,6 +223,9 @@ struct KeyIndex {
     groups: Vec<Option<GroupPages>>,
 }
 
+/// A page of the key column: (row group, first row in the group, rows).
+type PageSpan = (usize, u64, u64);
+
 #[derive(Debug)]
 struct GroupPages {
     mins: ArrayRef,
@@ -256,7 +259,7 @@ impl KeyIndex {
     fn pages(
         &self,
         key: &dyn datafusion::arrow::array::Datum,
-    ) -> Result<Option<Vec<(usize, u64, u64)>>, DataFusionError> {
+    ) -> Result<Option<Vec<PageSpan>>, DataFusionError> {
         let admitted = admits(&self.group_mins, &self.group_maxes, key)?;
         let mut out = Vec::new();
         for g in admitted.set_indices() {
@@ -825,7 +828,7 @@ impl KeyLookup {
         &self,
         f: &DataFile,
         footer: &Footer,
-        (group, first_row, rows): (usize, u64, u64),
+        (group, first_row, rows): PageSpan,
         columns: &[usize],
         schema: &SchemaRef,
     ) -> Result<RecordBatch, DataFusionError> {

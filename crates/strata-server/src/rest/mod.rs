@@ -1321,7 +1321,7 @@ async fn lookup_page(
     let lookup = match state.lookups.get(&shape, version) {
         Some(kept) => kept?,
         None => {
-            let made = plan_lookup(state, caller, [ns, t], &q, key).await?;
+            let made = plan_lookup(state, caller, [ns, t], q, key).await?;
             state.lookups.put(shape.clone(), version, made.clone());
             made?
         }
