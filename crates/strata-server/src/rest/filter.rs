@@ -372,14 +372,19 @@ impl Query {
     }
 }
 
-/// The statement every table request starts from; it holds no client input.
+/// The statement every table request starts from; it holds no client input. Parsed once.
 fn template() -> Statement {
     use strata_engine::datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
     use strata_engine::datafusion::sql::sqlparser::parser::Parser;
-    Parser::parse_sql(&PostgreSqlDialect {}, "SELECT 1 FROM t")
-        .ok()
-        .and_then(|mut v| v.pop())
-        .expect("the template parses")
+    static TEMPLATE: std::sync::OnceLock<Statement> = std::sync::OnceLock::new();
+    TEMPLATE
+        .get_or_init(|| {
+            Parser::parse_sql(&PostgreSqlDialect {}, "SELECT 1 FROM t")
+                .ok()
+                .and_then(|mut v| v.pop())
+                .expect("the template parses")
+        })
+        .clone()
 }
 
 fn quoted(name: &str) -> Ident {
