@@ -38,7 +38,10 @@ use arrow_flight::{
 };
 use futures::{Stream, StreamExt, TryStreamExt};
 use prost::Message;
-use strata_engine::datafusion::arrow::array::{Int64Array, RecordBatch, StringArray};
+use strata_engine::datafusion::arrow::array::{
+    Int64Array, RecordBatch, RecordBatchOptions, StringArray,
+};
+use strata_engine::datafusion::arrow::compute::cast;
 use strata_engine::datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use strata_engine::datafusion::arrow::ipc::writer::IpcWriteOptions;
 use strata_engine::datafusion::common::ScalarValue;
@@ -316,7 +319,8 @@ fn flight_status(e: FlightError) -> Status {
 }
 
 fn ipc_schema(schema: &Schema) -> Result<bytes::Bytes, Status> {
-    let IpcMessage(bytes) = SchemaAsIpc::new(schema, &IpcWriteOptions::default())
+    let wire = wire_schema(schema);
+    let IpcMessage(bytes) = SchemaAsIpc::new(&wire, &IpcWriteOptions::default())
         .try_into()
         .map_err(|e: strata_engine::datafusion::arrow::error::ArrowError| {
             Status::internal(e.to_string())
@@ -359,7 +363,7 @@ fn info(
     descriptor: FlightDescriptor,
 ) -> Result<Response<FlightInfo>, Status> {
     let info = FlightInfo::new()
-        .try_with_schema(schema)
+        .try_with_schema(&wire_schema(schema))
         .map_err(|e| Status::internal(e.to_string()))?
         .with_endpoint(FlightEndpoint::new().with_ticket(Ticket::new(ticket)))
         .with_descriptor(descriptor);
@@ -387,12 +391,59 @@ fn done_info(
     info(&batch.schema(), ticket.as_any().encode_to_vec(), descriptor)
 }
 
+/// `schema` as Flight sends it: view strings and binaries (`Utf8View`, `BinaryView`) as
+/// their offset layouts. A view is 16 bytes per value before any character, so short strings
+/// travel at a fraction of the size, and every Arrow client reads the offset layouts, older
+/// ones too.
+fn wire_schema(schema: &Schema) -> Schema {
+    let fields: Vec<Field> = schema
+        .fields()
+        .iter()
+        .map(|f| match f.data_type() {
+            DataType::Utf8View => f.as_ref().clone().with_data_type(DataType::Utf8),
+            DataType::BinaryView => f.as_ref().clone().with_data_type(DataType::Binary),
+            _ => f.as_ref().clone(),
+        })
+        .collect();
+    Schema::new_with_metadata(fields, schema.metadata().clone())
+}
+
+/// `batch` in the types of `wire` ([`wire_schema`] of its own).
+fn to_wire(batch: RecordBatch, wire: &SchemaRef) -> Result<RecordBatch, FlightError> {
+    let columns = batch
+        .columns()
+        .iter()
+        .zip(wire.fields())
+        .map(|(c, f)| {
+            if c.data_type() == f.data_type() {
+                Ok(Arc::clone(c))
+            } else {
+                cast(c, f.data_type())
+            }
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(RecordBatch::try_new_with_options(
+        Arc::clone(wire),
+        columns,
+        &RecordBatchOptions::new().with_row_count(Some(batch.num_rows())),
+    )?)
+}
+
 fn stream_batches(
     schema: SchemaRef,
     batches: impl Stream<Item = Result<RecordBatch, FlightError>> + Send + 'static,
 ) -> Response<BoxStream<arrow_flight::FlightData>> {
+    let wire = Arc::new(wire_schema(&schema));
+    let batches = if wire == schema {
+        batches.boxed()
+    } else {
+        let to = Arc::clone(&wire);
+        batches
+            .map(move |b| b.and_then(|b| to_wire(b, &to)))
+            .boxed()
+    };
     let stream = FlightDataEncoderBuilder::new()
-        .with_schema(schema)
+        .with_schema(wire)
         .build(batches)
         .map_err(flight_status);
     Response::new(Box::pin(stream))

@@ -5,7 +5,7 @@
 use std::process::Command;
 
 use crate::serve::{PASSWORD, python, serve, setup};
-use crate::{stderr, stdout};
+use crate::{labelled, stderr, stdout};
 
 #[test]
 fn sqlalchemy_and_pandas_read_and_introspect_columns() {
@@ -43,12 +43,7 @@ with eng.connect() as c:
         .expect("python runs");
     let out = stdout(&o);
     assert!(o.status.success(), "{out}\n{}", stderr(&o));
-    let line = |k: &str| {
-        out.lines()
-            .find_map(|l| l.strip_prefix(&format!("{k} ")))
-            .unwrap_or_else(|| panic!("no {k} in {out}"))
-            .to_string()
-    };
+    let line = |key: &str| labelled(&out, key);
     assert_eq!(
         line("frame"),
         "[1, 3] ['a***@example.com', 'c***@example.com'] int64"

@@ -4,7 +4,7 @@
 use std::process::Command;
 
 use crate::serve::{PASSWORD, python, serve, setup};
-use crate::{ok, stderr, stdout};
+use crate::{labelled, ok, stderr, stdout};
 
 /// Runs an ADBC script with `URI`, `PASSWORD` and `TOKEN` in its environment.
 #[track_caller]
@@ -71,7 +71,7 @@ cur = alice.cursor()
 cur.execute("SELECT id, email, amount FROM marts.orders ORDER BY id")
 t = cur.fetch_arrow_table()
 print("rows", t.column("id").to_pylist(), t.column("email").to_pylist())
-print("types", t.schema.field("id").type, t.schema.field("amount").type)
+print("types", t.schema.field("id").type, t.schema.field("email").type, t.schema.field("amount").type)
 
 # Prepared statement with a bound parameter.
 cur.execute("SELECT id FROM marts.orders WHERE amount > $1 ORDER BY id", parameters=(15,))
@@ -115,17 +115,13 @@ print("after", [r[0] for r in cur.fetchall()])
         ),
         &env,
     );
-    let line = |key: &str| {
-        out.lines()
-            .find_map(|l| l.strip_prefix(&format!("{key} ")))
-            .unwrap_or_else(|| panic!("no `{key}` line in:\n{out}"))
-            .to_string()
-    };
+    let line = |key: &str| labelled(&out, key);
     assert_eq!(
         line("rows"),
         "[1, 3] ['a***@example.com', 'c***@example.com']"
     );
-    assert_eq!(line("types"), "int64 int64");
+    // Text travels as plain strings (not 16-byte views), which every Arrow client reads.
+    assert_eq!(line("types"), "int64 string int64");
     assert_eq!(line("bound"), "[3]");
     assert_eq!(line("objects"), "['marts.orders']");
     assert_eq!(line("schema"), "['id', 'email', 'region', 'amount']");
@@ -186,12 +182,7 @@ print("again", emails("alice"))
             ("PASSWORD", PASSWORD),
         ],
     );
-    let line = |key: &str| {
-        out.lines()
-            .find_map(|l| l.strip_prefix(&format!("{key} ")))
-            .unwrap_or_else(|| panic!("no `{key}` line in:\n{out}"))
-            .to_string()
-    };
+    let line = |key: &str| labelled(&out, key);
     // Another principal's redemption runs as that principal: no masks for the superuser.
     assert_eq!(
         line("admin"),

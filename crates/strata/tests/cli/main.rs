@@ -41,6 +41,16 @@ pub(crate) fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
+/// The rest of the line of `out` that starts with `key` and a space (client scripts print
+/// their findings as `key value` lines).
+#[track_caller]
+pub(crate) fn labelled(out: &str, key: &str) -> String {
+    out.lines()
+        .find_map(|l| l.strip_prefix(&format!("{key} ")))
+        .unwrap_or_else(|| panic!("no `{key}` line in:\n{out}"))
+        .to_string()
+}
+
 pub(crate) fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
