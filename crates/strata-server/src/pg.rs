@@ -1360,6 +1360,70 @@ impl ErrorHandler for SqlStates {
 
 #[cfg(test)]
 mod tests {
+    /// Dates and timestamps in text rows, as the ISO date style writes them: the fast path
+    /// for four-digit years gives what the general `strftime` formatting gives.
+    #[test]
+    fn iso_dates_and_timestamps_read_as_strftime_writes_them() {
+        use chrono::{NaiveDate, NaiveDateTime};
+        use pgwire::api::Type;
+        use pgwire::types::ToSqlText;
+        use pgwire::types::format::FormatOptions;
+
+        let iso = FormatOptions::default();
+        let mut german = FormatOptions::default();
+        german.date_style = "German, DMY".into();
+        let text = |v: &dyn Fn(&mut bytes::BytesMut, &FormatOptions), o: &FormatOptions| {
+            let mut out = bytes::BytesMut::new();
+            v(&mut out, o);
+            String::from_utf8(out.to_vec()).unwrap()
+        };
+        for (y, m, d) in [
+            (2026, 11, 27),
+            (1, 1, 1),
+            (0, 1, 1),
+            (9999, 12, 31),
+            (10000, 1, 1),
+        ] {
+            let date = NaiveDate::from_ymd_opt(y, m, d).unwrap();
+            let write = |out: &mut bytes::BytesMut, o: &FormatOptions| {
+                date.to_sql_text(&Type::DATE, out, o).unwrap();
+            };
+            assert_eq!(text(&write, &iso), date.format("%Y-%m-%d").to_string());
+            assert_eq!(text(&write, &german), date.format("%d.%m.%Y").to_string());
+        }
+        assert_eq!(
+            text(
+                &|out, o| {
+                    NaiveDate::from_ymd_opt(1996, 1, 2)
+                        .unwrap()
+                        .to_sql_text(&Type::DATE, out, o)
+                        .unwrap();
+                },
+                &iso
+            ),
+            "1996-01-02"
+        );
+        for (date, nanos) in [
+            ((2026, 11, 27), 123_456_789),
+            ((1970, 1, 1), 0),
+            ((9999, 12, 31), 999_999_999),
+            ((10000, 1, 1), 5_000),
+            ((2016, 12, 31), 1_500_000_000), // a leap second
+        ] {
+            let ts: NaiveDateTime = NaiveDate::from_ymd_opt(date.0, date.1, date.2)
+                .unwrap()
+                .and_hms_nano_opt(23, 59, 59, nanos)
+                .unwrap();
+            let write = |out: &mut bytes::BytesMut, o: &FormatOptions| {
+                ts.to_sql_text(&Type::TIMESTAMP, out, o).unwrap();
+            };
+            assert_eq!(
+                text(&write, &iso),
+                ts.format("%Y-%m-%d %H:%M:%S%.6f").to_string()
+            );
+        }
+    }
+
     #[test]
     fn sizes_are_pretty_as_postgres_prints_them() {
         // What PostgreSQL 15 answers to `SELECT pg_size_pretty(n)`.

@@ -296,6 +296,24 @@ impl ToSqlText for NaiveDateTime {
         use crate::types::format::date_style::DateStyle;
         use std::fmt::Write;
 
+        // `%Y-%m-%d %H:%M:%S%.6f` without parsing the format per value (not for a leap
+        // second, whose nanoseconds pass one second).
+        if matches!(*ty, Type::TIMESTAMP | Type::TIMESTAMP_ARRAY)
+            && iso_date_style(&format_options.date_style)
+            && chrono::Timelike::nanosecond(self) < 1_000_000_000
+            && iso_date(self.date(), out)
+        {
+            use chrono::Timelike;
+            out.extend_from_slice(b" ");
+            push_digits(out, self.hour(), 2);
+            out.extend_from_slice(b":");
+            push_digits(out, self.minute(), 2);
+            out.extend_from_slice(b":");
+            push_digits(out, self.second(), 2);
+            out.extend_from_slice(b".");
+            push_digits(out, self.nanosecond() / 1000, 6);
+            return Ok(IsNull::No);
+        }
         let date_style = DateStyle::new(&format_options.date_style);
 
         let fmt = match *ty {
@@ -328,10 +346,54 @@ impl ToSqlText for NaiveDate {
             )));
         }
 
+        if iso_date_style(&format_options.date_style) && iso_date(*self, out) {
+            return Ok(IsNull::No);
+        }
         let date_style = DateStyle::new(&format_options.date_style);
         write!(out, "{}", self.format(date_style.date_format_str()))?;
         Ok(IsNull::No)
     }
+}
+
+/// Whether `DateStyle` setting `config` displays dates as ISO (`YYYY-MM-DD`), as
+/// [`DateStyle::new`](crate::types::format::date_style::DateStyle::new) reads it (an unknown
+/// style falls back to ISO there, and takes the general path here).
+#[cfg(feature = "pg-type-chrono")]
+fn iso_date_style(config: &str) -> bool {
+    let style = config.split_once(", ").map_or(config, |(style, _)| style);
+    style.trim().eq_ignore_ascii_case("iso")
+}
+
+/// Writes `date` as `%Y-%m-%d` when its year has four digits (0 to 9999); `false`, writing
+/// nothing, otherwise. Formatting each value through a parsed `strftime` string cost more
+/// than the rest of a row's encoding.
+#[cfg(feature = "pg-type-chrono")]
+fn iso_date(date: NaiveDate, out: &mut BytesMut) -> bool {
+    use chrono::Datelike;
+    let Ok(year) = u32::try_from(date.year()) else {
+        return false;
+    };
+    if year > 9999 {
+        return false;
+    }
+    push_digits(out, year, 4);
+    out.extend_from_slice(b"-");
+    push_digits(out, date.month(), 2);
+    out.extend_from_slice(b"-");
+    push_digits(out, date.day(), 2);
+    true
+}
+
+/// `value`, zero-padded to `width` digits (it has no more).
+#[cfg(feature = "pg-type-chrono")]
+fn push_digits(out: &mut BytesMut, value: u32, width: usize) {
+    let mut digits = [b'0'; 10];
+    let mut v = value;
+    for d in digits[..width].iter_mut().rev() {
+        *d = b'0' + (v % 10) as u8;
+        v /= 10;
+    }
+    out.extend_from_slice(&digits[..width]);
 }
 
 #[cfg(feature = "pg-type-chrono")]
