@@ -1425,6 +1425,35 @@ mod tests {
     }
 
     #[test]
+    fn integers_read_as_display_writes_them() {
+        use pgwire::api::Type;
+        use pgwire::types::ToSqlText;
+        use pgwire::types::format::FormatOptions;
+        let o = FormatOptions::default();
+        let text = |write: &dyn Fn(&mut bytes::BytesMut)| {
+            let mut out = bytes::BytesMut::new();
+            write(&mut out);
+            String::from_utf8(out.to_vec()).unwrap()
+        };
+        for v in [i64::MIN, -1, 0, 7, 1_500_000, i64::MAX] {
+            let t = text(&|out| {
+                v.to_sql_text(&Type::INT8, out, &o).unwrap();
+            });
+            assert_eq!(t, v.to_string());
+        }
+        for v in [i32::MIN, -42, 0, i32::MAX] {
+            let t = text(&|out| {
+                v.to_sql_text(&Type::INT4, out, &o).unwrap();
+            });
+            assert_eq!(t, v.to_string());
+        }
+        let t = text(&|out| {
+            i16::MIN.to_sql_text(&Type::INT2, out, &o).unwrap();
+        });
+        assert_eq!(t, "-32768");
+    }
+
+    #[test]
     fn sizes_are_pretty_as_postgres_prints_them() {
         // What PostgreSQL 15 answers to `SELECT pg_size_pretty(n)`.
         for (n, text) in [

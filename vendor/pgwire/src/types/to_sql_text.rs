@@ -139,11 +139,29 @@ macro_rules! impl_to_sql_text {
     };
 }
 
-impl_to_sql_text!(i8);
-impl_to_sql_text!(i16);
-impl_to_sql_text!(i32);
-impl_to_sql_text!(i64);
-impl_to_sql_text!(u32);
+/// Integers through `itoa`: the same digits as `Display`, without the formatting machinery
+/// (a few percent of a full fetch's server time).
+macro_rules! impl_int_to_sql_text {
+    ($t:ty) => {
+        impl ToSqlText for $t {
+            fn to_sql_text(
+                &self,
+                _ty: &Type,
+                w: &mut BytesMut,
+                _format_options: &FormatOptions,
+            ) -> Result<IsNull, Box<dyn Error + Sync + Send>> {
+                w.extend_from_slice(itoa::Buffer::new().format(*self).as_bytes());
+                Ok(IsNull::No)
+            }
+        }
+    };
+}
+
+impl_int_to_sql_text!(i8);
+impl_int_to_sql_text!(i16);
+impl_int_to_sql_text!(i32);
+impl_int_to_sql_text!(i64);
+impl_int_to_sql_text!(u32);
 impl_to_sql_text!(char);
 
 impl ToSqlText for f32 {
