@@ -749,7 +749,7 @@ impl KeyLookup {
             Err(_) => return Ok(Read::Unreadable),
         };
         let meta = &footer.meta;
-        let file_schema = Arc::clone(meta.schema());
+        let file_schema = meta.schema();
         let key_index = index.column;
         let planned = self
             .scan_schema

@@ -230,10 +230,15 @@ impl StrataFlight {
 
     async fn session<T>(&self, request: &Request<T>) -> Result<(Principal, Session), Status> {
         let principal = self.principal(request).await?;
-        let session = crate::rest::open_session(&self.shared, &principal)
-            .await
-            .map_err(|e| status(&e))?;
+        let session = self.session_of(&principal).await?;
         Ok((principal, session))
+    }
+
+    /// An engine session of `principal`.
+    async fn session_of(&self, principal: &Principal) -> Result<Session, Status> {
+        crate::rest::open_session(&self.shared, principal)
+            .await
+            .map_err(|e| status(&e))
     }
 
     /// Runs `sql` with `params` as `principal`, logging it.
@@ -572,25 +577,23 @@ impl FlightSqlService for StrataFlight {
     ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
         let handle: StatementHandle = serde_json::from_slice(&ticket.statement_handle)
             .map_err(|_| Status::invalid_argument("not a ticket this server gave out"))?;
+        // The caller is checked once, whichever way the ticket is answered.
+        let principal = self.principal(&request).await?;
         if let Some((tag, rows)) = handle.done {
-            // Only the outcome: no statement runs, but the caller must still be one.
-            self.principal(&request).await?;
+            // Only the outcome: no statement runs.
             let batch = done_batch(&tag, rows)?;
             return Ok(stream_batches(
                 batch.schema(),
                 futures::stream::iter([Ok(batch)]),
             ));
         }
-        if let Some(run) = handle.run {
-            let principal = self.principal(&request).await?;
-            if let Some(stream) = self.unpark(run, &principal) {
-                return Ok(stream_batches(
-                    stream.schema(),
-                    stream.map_err(|e| FlightError::ExternalError(Box::new(e))),
-                ));
-            }
+        if let Some(stream) = handle.run.and_then(|run| self.unpark(run, &principal)) {
+            return Ok(stream_batches(
+                stream.schema(),
+                stream.map_err(|e| FlightError::ExternalError(Box::new(e))),
+            ));
         }
-        let (principal, session) = self.session(&request).await?;
+        let session = self.session_of(&principal).await?;
         self.rows(&principal, &session, &handle.sql, &[]).await
     }
 

@@ -1069,16 +1069,15 @@ async fn table_rows(
         raw.as_deref().unwrap_or_default()
     );
     let user = caller.principal.name.clone();
-    let answered = match table_request(&headers, raw.as_deref()) {
-        Ok(req) => match lookup_page(&state, &caller, &ns, &t, &req).await {
-            Some(answer) => Ok(answer),
-            None => match open_session(&state.shared, &caller.principal).await {
-                Ok(session) => page(&state, &session, &ns, &t, &req).await,
-                Err(e) => Err(e),
-            },
-        },
-        Err(e) => Err(e),
-    };
+    let answered = async {
+        let req = table_request(&headers, raw.as_deref())?;
+        if let Some(answer) = lookup_page(&state, &caller, &ns, &t, &req).await {
+            return Ok(answer);
+        }
+        let session = open_session(&state.shared, &caller.principal).await?;
+        page(&state, &session, &ns, &t, &req).await
+    }
+    .await;
     match answered {
         Ok((resp, rows, statement)) => {
             // The table is the request's own: no statement to parse (a lookup's carries
